@@ -1,0 +1,532 @@
+/* stream.c - buffered non-blocking streams over libuv TCP and pipe handles.
+ *
+ * Memory: input bytes are read into the loop's scratch buffer and handed to
+ * the owner in place; only what the owner leaves unconsumed is copied into
+ * the stream's own input buffer. Output is appended to one buffer and
+ * flushed by a deferred call, so replies produced in one iteration leave in
+ * one write. A write the kernel cannot take at once moves to an in-flight
+ * buffer owned by libuv's write request until it completes. Both buffers are
+ * freed as soon as they are empty: an idle stream holds no buffers.
+ *
+ * Lifetime: "refs" counts callbacks on the stack. stream_destroy() inside a
+ * callback marks the stream dead; the handle is closed when the outermost
+ * callback returns, and freed in the close callback. */
+#include "stream.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io-private.h"
+#include "log.h"
+#include "mem.h"
+#include "stream-private.h"
+
+#define DEFAULT_MAX_INPUT (64 * 1024)
+#define READ_RESERVE (16 * 1024)
+#define CLOSE_FLUSH_TIMEOUT_MS 10000
+
+static void stream_flush(struct stream *s);
+static void stream_really_close(struct stream *s);
+
+struct loop *stream_loop(const struct stream *s)
+{
+    return s->loop;
+}
+
+void stream_set_handler(struct stream *s, const struct stream_handler *h, void *ctx)
+{
+    s->handler = h;
+    s->ctx = ctx;
+}
+
+static void enter(struct stream *s)
+{
+    s->refs++;
+}
+
+/* Returns false when the stream died during the callback (do not touch it). */
+static bool leave(struct stream *s)
+{
+    if (--s->refs == 0 && s->dead) {
+        stream_really_close(s);
+        return false;
+    }
+    return !s->dead;
+}
+
+static void notify_close(struct stream *s, int err)
+{
+    if (s->close_notified || s->dead)
+        return;
+    s->close_notified = true;
+    s->reading = false;
+    uv_read_stop(s->uvs);
+    if (s->handler != NULL && s->handler->on_close != NULL) {
+        enter(s);
+        s->handler->on_close(s->ctx, err);
+        leave(s);
+    }
+}
+
+/* Input */
+
+struct buf *stream_input(struct stream *s)
+{
+    return s->view != NULL ? s->view : &s->in;
+}
+
+int stream_read_line(struct stream *s, size_t max, const char **line, size_t *len,
+                     size_t *consumed_r)
+{
+    struct buf *in = stream_input(s);
+    const char *p = buf_ptr(in);
+    size_t n = buf_used(in);
+    const char *lf = memchr(p, '\n', n < max ? n : max);
+    if (lf == NULL)
+        return n >= max ? -1 : 0;
+    size_t l = (size_t)(lf - p);
+    *consumed_r = l + 1;
+    if (l > 0 && p[l - 1] == '\r')
+        l--;
+    *line = p;
+    *len = l;
+    return 1;
+}
+
+void stream_consume(struct stream *s, size_t n)
+{
+    struct buf *in = stream_input(s);
+    buf_consume(in, n);
+    if (in == &s->in && buf_used(in) == 0)
+        buf_free(in);
+}
+
+bool stream_skip_line(struct stream *s)
+{
+    struct buf *in = stream_input(s);
+    const char *lf = memchr(buf_ptr(in), '\n', buf_used(in));
+    if (lf == NULL) {
+        stream_consume(s, buf_used(in));
+        return false;
+    }
+    stream_consume(s, (size_t)(lf - buf_ptr(in)) + 1);
+    return true;
+}
+
+void stream_set_max_input(struct stream *s, size_t max)
+{
+    s->max_input = max;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct stream *s = h->data;
+    (void)suggested;
+    if (buf_used(&s->in) == 0) {
+        b->base = s->loop->scratch;
+        b->len = s->loop->scratch_size;
+        s->read_to_scratch = true;
+    } else {
+        b->base = buf_reserve(&s->in, READ_RESERVE);
+        b->len = READ_RESERVE;
+        s->read_to_scratch = false;
+    }
+}
+
+static void deliver_input(struct stream *s)
+{
+    if (s->handler == NULL || s->handler->on_input == NULL || s->close_notified)
+        return;
+    enter(s);
+    s->handler->on_input(s->ctx);
+    leave(s);
+}
+
+/* Bytes arrived in the scratch buffer: let the owner consume them in place,
+ * then keep whatever is left. */
+static void deliver_scratch(struct stream *s, size_t n)
+{
+    struct buf view = {s->loop->scratch, 0, n, s->loop->scratch_size};
+    s->view = &view;
+    enter(s);
+    if (s->handler != NULL && s->handler->on_input != NULL && !s->close_notified)
+        s->handler->on_input(s->ctx);
+    s->view = NULL;
+    if (!s->dead && buf_used(&view) > 0)
+        buf_append(&s->in, buf_ptr(&view), buf_used(&view));
+    leave(s);
+}
+
+static void check_input_cap(struct stream *s)
+{
+    if (s->reading && buf_used(&s->in) >= s->max_input) {
+        uv_read_stop(s->uvs);
+        s->reading = false;
+        s->capped = true;
+    }
+}
+
+void stream_input_plain(struct stream *s, const char *data, size_t n, bool in_scratch)
+{
+    s->last_input_ms = loop_now_ms(s->loop);
+    if (in_scratch) {
+        deliver_scratch(s, n);
+    } else {
+        buf_commit(&s->in, n);
+        deliver_input(s);
+    }
+    (void)data;
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b)
+{
+    struct stream *s = h->data;
+    (void)b;
+    if (s->dead)
+        return;
+    enter(s);
+    if (nread > 0) {
+        stream_input_plain(s, b->base, (size_t)nread, s->read_to_scratch);
+        if (!s->dead)
+            check_input_cap(s);
+    } else if (nread == UV_EOF) {
+        notify_close(s, 0);
+    } else if (nread < 0) {
+        notify_close(s, (int)nread);
+    }
+    leave(s);
+}
+
+static void start_reading(struct stream *s)
+{
+    if (s->reading || s->paused || s->close_notified || s->dead)
+        return;
+    if (uv_read_start(s->uvs, on_alloc, on_read) == 0)
+        s->reading = true;
+}
+
+void stream_pause(struct stream *s)
+{
+    s->paused = true;
+    if (s->reading) {
+        uv_read_stop(s->uvs);
+        s->reading = false;
+    }
+}
+
+static void resume_deferred(void *ctx)
+{
+    struct stream *s = ctx;
+    s->resume_pending = false;
+    if (s->paused || s->dead)
+        return;
+    enter(s);
+    if (buf_used(&s->in) > 0)
+        deliver_input(s);
+    if (!s->dead && !s->paused) {
+        s->capped = false;
+        check_input_cap(s);
+        if (!s->capped)
+            start_reading(s);
+    }
+    leave(s);
+}
+
+void stream_resume(struct stream *s)
+{
+    if (!s->paused && !s->capped)
+        return;
+    s->paused = false;
+    if (!s->resume_pending) {
+        s->resume_pending = true;
+        loop_defer(s->loop, resume_deferred, s);
+    }
+}
+
+/* Idle timeout */
+
+static void on_idle_timer(void *ctx)
+{
+    struct stream *s = ctx;
+    uint64_t now = loop_now_ms(s->loop);
+    if (s->closing_after_flush) {
+        stream_destroy(&s);
+        return;
+    }
+    if (now - s->last_input_ms < s->idle_timeout_ms) {
+        timer_start(s->idle_timer, s->idle_timeout_ms - (now - s->last_input_ms));
+        return;
+    }
+    notify_close(s, STREAM_ETIMEDOUT);
+}
+
+void stream_set_idle_timeout(struct stream *s, uint64_t ms)
+{
+    s->idle_timeout_ms = ms;
+    if (ms == 0) {
+        if (s->idle_timer != NULL)
+            timer_stop(s->idle_timer);
+        return;
+    }
+    if (s->idle_timer == NULL)
+        s->idle_timer = timer_new(s->loop, on_idle_timer, s);
+    s->last_input_ms = loop_now_ms(s->loop);
+    timer_start(s->idle_timer, ms);
+}
+
+/* Output */
+
+size_t stream_output_pending(const struct stream *s)
+{
+    return buf_used(&s->out) + buf_used(&s->inflight);
+}
+
+static void flush_deferred(void *ctx)
+{
+    struct stream *s = ctx;
+    s->flush_pending = false;
+    stream_flush(s);
+}
+
+void stream_output_raw(struct stream *s, const void *data, size_t n)
+{
+    buf_append(&s->out, data, n);
+    if (!s->flush_pending && !s->writing) {
+        s->flush_pending = true;
+        loop_defer(s->loop, flush_deferred, s);
+    }
+}
+
+void stream_write(struct stream *s, const void *data, size_t n)
+{
+    if (s->dead || s->write_failed || n == 0)
+        return;
+    stream_output_raw(s, data, n);
+}
+
+void stream_write_str(struct stream *s, const char *str)
+{
+    stream_write(s, str, strlen(str));
+}
+
+void stream_printf(struct stream *s, const char *fmt, ...)
+{
+    va_list ap;
+    if (s->dead || s->write_failed)
+        return;
+    va_start(ap, fmt);
+    buf_vprintf(&s->out, fmt, ap);
+    va_end(ap);
+    stream_output_raw(s, NULL, 0);
+}
+
+void stream_want_drain(struct stream *s, size_t low)
+{
+    s->drain_low = low;
+    s->want_drain = true;
+}
+
+static void check_drain(struct stream *s)
+{
+    if (s->closing_after_flush && stream_output_pending(s) == 0) {
+        stream_destroy(&s);
+        return;
+    }
+    if (!s->want_drain || stream_output_pending(s) > s->drain_low)
+        return;
+    s->want_drain = false;
+    if (s->handler != NULL && s->handler->on_drain != NULL && !s->close_notified) {
+        enter(s);
+        s->handler->on_drain(s->ctx);
+        leave(s);
+    }
+}
+
+static void write_failed(struct stream *s, int err)
+{
+    s->write_failed = true;
+    buf_free(&s->out);
+    if (s->closing_after_flush) {
+        stream_destroy(&s);
+        return;
+    }
+    notify_close(s, err);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct stream *s = req->data;
+    s->writing = false;
+    buf_free(&s->inflight);
+    if (s->dead) {
+        if (s->refs == 0)
+            stream_really_close(s);
+        return;
+    }
+    enter(s);
+    if (status < 0)
+        write_failed(s, status);
+    else
+        stream_flush(s);
+    leave(s);
+}
+
+static void stream_flush(struct stream *s)
+{
+    if (s->dead || s->writing || s->write_failed)
+        return;
+    if (buf_used(&s->out) > 0) {
+        uv_buf_t b = uv_buf_init((char *)buf_ptr(&s->out), (unsigned)buf_used(&s->out));
+        int n = uv_try_write(s->uvs, &b, 1);
+        if (n > 0) {
+            buf_consume(&s->out, (size_t)n);
+        } else if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
+            write_failed(s, n);
+            return;
+        }
+        if (buf_used(&s->out) == 0) {
+            buf_free(&s->out);
+        } else {
+            s->inflight = s->out;
+            s->out = (struct buf)BUF_INIT;
+            b = uv_buf_init((char *)buf_ptr(&s->inflight), (unsigned)buf_used(&s->inflight));
+            s->wreq.data = s;
+            int r = uv_write(&s->wreq, s->uvs, &b, 1, on_write);
+            if (r < 0) {
+                buf_free(&s->inflight);
+                write_failed(s, r);
+                return;
+            }
+            s->writing = true;
+        }
+    }
+    check_drain(s);
+}
+
+/* Closing */
+
+void stream_close_after_flush(struct stream *s)
+{
+    if (s->dead)
+        return;
+    s->handler = NULL;
+    s->closing_after_flush = true;
+    stream_pause(s);
+    if (stream_output_pending(s) == 0 && !s->flush_pending) {
+        stream_destroy(&s);
+        return;
+    }
+    /* A peer that never reads must not keep us forever. */
+    if (s->idle_timer == NULL)
+        s->idle_timer = timer_new(s->loop, on_idle_timer, s);
+    timer_start(s->idle_timer, CLOSE_FLUSH_TIMEOUT_MS);
+}
+
+bool stream_is_closed(const struct stream *s)
+{
+    return s->dead || s->close_notified || s->closing_after_flush;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct stream *s = h->data;
+    buf_free(&s->in);
+    buf_free(&s->out);
+    buf_free(&s->inflight);
+    free(s);
+}
+
+static void stream_really_close(struct stream *s)
+{
+    if (s->handle_closing)
+        return;
+    s->handle_closing = true;
+    timer_free(&s->idle_timer);
+    loop_defer_cancel(s->loop, flush_deferred, s);
+    loop_defer_cancel(s->loop, resume_deferred, s);
+    if (s->connect_timer != NULL)
+        timer_free(&s->connect_timer);
+    uv_close((uv_handle_t *)s->uvs, on_handle_closed);
+}
+
+void stream_destroy(struct stream **sp)
+{
+    struct stream *s = *sp;
+    if (s == NULL)
+        return;
+    *sp = NULL;
+    if (s->dead)
+        return;
+    s->dead = true;
+    s->handler = NULL;
+    if (s->reading) {
+        uv_read_stop(s->uvs);
+        s->reading = false;
+    }
+    if (s->refs == 0)
+        stream_really_close(s);
+}
+
+const struct addr *stream_peer(const struct stream *s)
+{
+    return &s->peer;
+}
+
+const struct addr *stream_local(const struct stream *s)
+{
+    return &s->local;
+}
+
+bool stream_is_unix(const struct stream *s)
+{
+    return s->is_unix;
+}
+
+const char *stream_strerror(int err)
+{
+    if (err == STREAM_ETIMEDOUT)
+        return "timed out";
+    if (err == 0)
+        return "connection closed";
+    return uv_strerror(err);
+}
+
+/* Construction, used by listener.c and connect.c */
+
+struct stream *stream_alloc(struct loop *loop, bool is_unix)
+{
+    struct stream *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->is_unix = is_unix;
+    s->max_input = DEFAULT_MAX_INPUT;
+    if (is_unix) {
+        uv_pipe_init(&loop->uv, &s->h.pipe, 0);
+        s->uvs = (uv_stream_t *)&s->h.pipe;
+    } else {
+        uv_tcp_init(&loop->uv, &s->h.tcp);
+        s->uvs = (uv_stream_t *)&s->h.tcp;
+    }
+    s->uvs->data = s;
+    return s;
+}
+
+void stream_fill_addrs(struct stream *s)
+{
+    if (s->is_unix)
+        return;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_from_sockaddr(&s->peer, (struct sockaddr *)&ss);
+    len = sizeof(ss);
+    if (uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_from_sockaddr(&s->local, (struct sockaddr *)&ss);
+    uv_tcp_nodelay(&s->h.tcp, 1);
+}
+
+void stream_start(struct stream *s)
+{
+    start_reading(s);
+}

@@ -1,0 +1,101 @@
+/* stream - a buffered, non-blocking byte stream over TCP or a UNIX socket.
+ *
+ * One object per connection, owned by exactly one protocol object. Input is
+ * read into a buffer that exists only while it holds unconsumed bytes (data
+ * that is consumed inside on_input never gets copied: it is read into a
+ * per-loop scratch buffer). Output is collected during one loop iteration
+ * and flushed with one system call; a stream uses no heap memory while idle.
+ *
+ * Callbacks (set with stream_set_handler):
+ *   on_input  - new bytes in stream_input(); consume what you handle. If
+ *               you stop consuming (waiting for something), call
+ *               stream_pause(), or the buffer grows until max_input.
+ *   on_drain  - output pending fell to the low watermark given with
+ *               stream_want_drain() (one shot).
+ *   on_close  - the peer closed (err 0), an I/O error (err < 0, a libuv
+ *               error code: stream_strerror()) or the idle timeout
+ *               (STREAM_ETIMEDOUT). No callback follows; the owner must call
+ *               stream_destroy().
+ * Every function may be called from inside a callback, stream_destroy()
+ * included: the memory is released once the callback has returned. */
+#ifndef MR_STREAM_H
+#define MR_STREAM_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "buf.h"
+#include "loop.h"
+
+#define STREAM_ETIMEDOUT (-110000)
+
+struct stream;
+
+struct stream_handler {
+    void (*on_input)(void *ctx);
+    void (*on_drain)(void *ctx);
+    void (*on_close)(void *ctx, int err);
+};
+
+void stream_set_handler(struct stream *s, const struct stream_handler *h, void *ctx);
+struct loop *stream_loop(const struct stream *s);
+
+/* Input */
+struct buf *stream_input(struct stream *s);
+/* A line ending in LF (the CR, if any, and the LF are not part of *line).
+ * Returns 1 with *line and *len set and *consumed_r = bytes to consume for it;
+ * 0 when no complete line is buffered yet; -1 when max bytes are buffered
+ * without a LF (the line is too long: use stream_skip_line()). */
+int stream_read_line(struct stream *s, size_t max, const char **line, size_t *len,
+                     size_t *consumed_r);
+void stream_consume(struct stream *s, size_t n);
+/* Discard input up to and including the next LF. True when the LF was found;
+ * false when everything buffered was discarded and the line goes on. */
+bool stream_skip_line(struct stream *s);
+void stream_pause(struct stream *s);
+/* Resume reading; input already buffered is delivered by on_input on the next
+ * loop iteration. */
+void stream_resume(struct stream *s);
+/* Hard cap on buffered input: reading pauses when it is reached (default 64 KiB). */
+void stream_set_max_input(struct stream *s, size_t max);
+
+/* Output */
+void stream_write(struct stream *s, const void *data, size_t n);
+void stream_write_str(struct stream *s, const char *str);
+void stream_printf(struct stream *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t stream_output_pending(const struct stream *s);
+/* Ask for one on_drain call once output pending is at most low. */
+void stream_want_drain(struct stream *s, size_t low);
+
+/* Close an idle stream after ms without input (0: never). */
+void stream_set_idle_timeout(struct stream *s, uint64_t ms);
+
+/* Flush pending output, then close. No callback runs after this call. */
+void stream_close_after_flush(struct stream *s);
+/* Close now; sets *s to NULL. */
+void stream_destroy(struct stream **s);
+bool stream_is_closed(const struct stream *s);
+
+const struct addr *stream_peer(const struct stream *s);
+const struct addr *stream_local(const struct stream *s);
+bool stream_is_unix(const struct stream *s);
+const char *stream_strerror(int err);
+
+/* Outgoing connections. The callback gets the connected stream (owned by the
+ * callee from then on), or NULL and an error. */
+typedef void stream_connect_fn(void *ctx, struct stream *s, int err);
+struct stream_connect;
+/* src may be NULL (or family 0). */
+struct stream_connect *stream_connect_tcp(struct loop *loop, const struct addr *dst,
+                                          const struct addr *src, uint64_t timeout_ms,
+                                          stream_connect_fn *fn, void *ctx);
+struct stream_connect *stream_connect_unix(struct loop *loop, const char *path,
+                                           uint64_t timeout_ms, stream_connect_fn *fn,
+                                           void *ctx);
+/* Cancel a pending connect: the callback will not run. Sets *c to NULL. */
+void stream_connect_abort(struct stream_connect **c);
+
+#endif
