@@ -1,0 +1,63 @@
+# mailroute - thin wrapper around CMake. See README.md.
+#   make run    install what is missing, build, start the daemon on conf.d/
+#   make check  install what is missing, build normal + ASan/UBSan, run every test
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS ?= $(shell nproc)
+PYTEST = /usr/bin/python3 -m pytest
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all deps test-deps build asan run check unit integration fuzz fuzz-smoke bench docs clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+test-deps:
+	@scripts/install-deps.sh test
+
+build: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMR_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+run: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j$(JOBS) --target mailrouted
+	@mkdir -p run/mail
+	@echo "mailrouted: LMTP on 127.0.0.1:2424 (see conf.d/). Send a test message with:"
+	@echo "  swaks --protocol LMTP --server 127.0.0.1:2424 --to demo-local@example.com"
+	@echo "  (demo-local is delivered to run/mail/example.com/demo-local/new/)"
+	$(BUILD)/src/daemon/mailrouted -c conf.d/mailroute.conf
+
+unit: build asan
+	cd $(BUILD) && ctest --output-on-failure
+	cd $(ASAN_BUILD) && ctest --output-on-failure
+
+integration: build asan test-deps
+	MAILROUTED=$(CURDIR)/$(BUILD)/src/daemon/mailrouted $(PYTEST) -q t/integration
+	MAILROUTED=$(CURDIR)/$(ASAN_BUILD)/src/daemon/mailrouted $(PYTEST) -q t/integration
+
+check: test-deps build asan unit fuzz-smoke integration
+
+fuzz: test-deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMR_FUZZ=ON -DMR_TESTS=OFF
+	cmake --build $(FUZZ_BUILD) -j$(JOBS)
+
+# A short run of every fuzz target on its seed corpus (a few seconds each).
+fuzz-smoke: fuzz
+	@for f in $(FUZZ_BUILD)/t/fuzz/fuzz-*; do \
+	  name=$$(basename $$f); corpus=t/fuzz/corpus/$$name; [ -d $$corpus ] || corpus=; \
+	  mkdir -p /tmp/mailroute-fuzz/$$name; \
+	  echo "fuzz: $$name"; \
+	  $$f -max_total_time=10 -timeout=5 /tmp/mailroute-fuzz/$$name $$corpus >/tmp/mailroute-fuzz/$$name.log 2>&1 \
+	    || { tail -40 /tmp/mailroute-fuzz/$$name.log; exit 1; }; \
+	done
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) run
