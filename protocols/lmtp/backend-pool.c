@@ -153,6 +153,7 @@ bool backend_pool_failing(struct backend_pool *p, const char *key, uint64_t ms)
 
 void backend_pool_free_backend(struct backend *b)
 {
+    loop_defer_cancel(b->loop, backend_fail_late_waiters, b);
     timer_free(&b->timer);
     stream_destroy(&b->s);
     stream_connect_abort(&b->conn);

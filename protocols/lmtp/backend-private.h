@@ -62,9 +62,14 @@ struct backend {
     struct backend_get *getter;
     void (*drain_fn)(void *ctx);
     void *drain_ctx;
+    void (*fail_fn)(void *ctx);   /* told when the connection dies, waiters or not */
+    void *fail_ctx;
     int busy;                 /* callbacks on the stack */
     bool released;            /* free once busy drops to 0 */
 };
+
+/* Deferred: fail the waiters queued on a dead backend. */
+void backend_fail_late_waiters(void *ctx);
 
 /* Pool (backend-pool.c) */
 struct backend *backend_pool_take(struct backend_pool *p, const char *key);

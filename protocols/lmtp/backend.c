@@ -101,11 +101,24 @@ static void send_queued(struct backend *b)
     }
 }
 
+void backend_fail_late_waiters(void *ctx)
+{
+    struct backend *b = ctx;
+    enter(b);
+    while (!b->released && b->n_waiting > 0) {
+        struct waiter w = b->waiting[0];
+        memmove(b->waiting, b->waiting + 1, (b->n_waiting - 1) * sizeof(*b->waiting));
+        b->n_waiting--;
+        if (w.fn != NULL)
+            w.fn(w.ctx, NULL);
+    }
+    leave(b);
+}
+
 void backend_cmd(struct backend *b, const char *line, backend_reply_fn *fn, void *ctx)
 {
     if (b->state == B_DEAD) {
-        /* Report the failure from the loop, like any other reply. */
-        push_waiter(b, fn, ctx);
+        backend_expect(b, fn, ctx);
         return;
     }
     if (b->pipelining && b->n_queued == 0) {
@@ -126,6 +139,8 @@ void backend_cmd(struct backend *b, const char *line, backend_reply_fn *fn, void
 void backend_expect(struct backend *b, backend_reply_fn *fn, void *ctx)
 {
     push_waiter(b, fn, ctx);
+    if (b->state == B_DEAD) /* report the failure from the loop, like any reply */
+        loop_defer(b->loop, backend_fail_late_waiters, b);
 }
 
 void backend_write(struct backend *b, const void *data, size_t n)
@@ -146,8 +161,16 @@ void backend_want_drain(struct backend *b, size_t low, void (*fn)(void *ctx), vo
     stream_want_drain(b->s, low);
 }
 
+void backend_on_failure(struct backend *b, void (*fn)(void *ctx), void *ctx)
+{
+    b->fail_fn = fn;
+    b->fail_ctx = ctx;
+}
+
 void backend_forget_callbacks(struct backend *b, void *ctx)
 {
+    if (b->fail_ctx == ctx)
+        b->fail_fn = NULL;
     for (size_t i = 0; i < b->n_waiting; i++) {
         if (b->waiting[i].ctx == ctx)
             b->waiting[i].fn = NULL;
@@ -290,10 +313,11 @@ static void backend_fail(struct backend *b, enum backend_failure f, const char *
         if (w.fn != NULL)
             w.fn(w.ctx, NULL);
     }
-    if (b->drain_fn != NULL) {
-        void (*fn)(void *) = b->drain_fn;
-        b->drain_fn = NULL;
-        fn(b->drain_ctx);
+    b->drain_fn = NULL;
+    if (b->fail_fn != NULL && !b->released) {
+        void (*fn)(void *) = b->fail_fn;
+        b->fail_fn = NULL;
+        fn(b->fail_ctx);
     }
 }
 

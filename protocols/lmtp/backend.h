@@ -81,6 +81,9 @@ void backend_write(struct backend *b, const void *data, size_t n);
 size_t backend_output_pending(const struct backend *b);
 /* Call fn(ctx) once output pending is at most low. */
 void backend_want_drain(struct backend *b, size_t low, void (*fn)(void *ctx), void *ctx);
+/* Call fn(ctx) when the connection fails, after the waiting callbacks (for
+ * owners that wait for nothing, e.g. while streaming a body). */
+void backend_on_failure(struct backend *b, void (*fn)(void *ctx), void *ctx);
 /* Stop calling back into ctx (its owner is going away). */
 void backend_forget_callbacks(struct backend *b, void *ctx);
 

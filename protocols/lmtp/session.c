@@ -175,7 +175,8 @@ static void exec_data(struct session *sess, struct cmd *cmd)
     } else if (t->n_accepted == 0) {
         session_reply(sess, cmd, "503 5.5.1 No valid recipients");
     } else {
-        stream_write_str(sess->s, "354 OK\r\n");
+        /* Through the queue: earlier replies may still be unwritten. */
+        buf_append_str(&cmd->reply, "354 OK\r\n");
         sess->input = IN_DATA;
         memset(&sess->dot, 0, sizeof(sess->dot));
         txn_data_begin(t, cmd);

@@ -166,8 +166,9 @@ static void send_rcpt(struct group *g, struct rcpt *r)
             buf_printf(&line, " %s", p);
     }
     free(copy);
+    /* LMTP backends (Dovecot) take ORCPT without advertising DSN. */
     if (!has_orcpt && strcmp(r->backend_address, r->address) != 0 &&
-        backend_has_ext(g->b, "DSN")) {
+        (g->target.protocol == ROUTE_PROTO_LMTP || backend_has_ext(g->b, "DSN"))) {
         buf_append_str(&line, " ORCPT=rfc822;");
         xtext_encode(&line, r->address);
     }
@@ -701,6 +702,17 @@ static void on_data_reply(void *ctx, const struct smtp_reply *reply)
     txn_kick(g->txn);
 }
 
+/* While the body streams nothing waits for a reply: a dead connection is
+ * learnt here. Its recipients get 4xx, nobody else is touched. */
+static void on_backend_failed(void *ctx)
+{
+    struct group *g = ctx;
+    if (g->state != GROUP_STREAMING)
+        return; /* the DATA or final-reply waiters report it */
+    group_abort(g, NULL);
+    txn_kick(g->txn);
+}
+
 static void group_start_data(struct group *g)
 {
     if (g->n_sent == 0) {
@@ -730,6 +742,7 @@ static void group_start_data(struct group *g)
         return;
     }
     g->state = GROUP_DATA;
+    backend_on_failure(g->b, on_backend_failed, g);
     backend_cmd(g->b, "DATA", on_data_reply, g);
 }
 

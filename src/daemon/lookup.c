@@ -89,7 +89,7 @@ static void on_reply(const struct passdb_reply *reply, void *ctx)
         else if (f->value != NULL)
             printf("%s=%s\n", f->key, f->value);
         else
-            printf("%s\n", f->key);
+            printf("%s=\n", f->key); /* a flag: present, no value */
     }
     st->exit_code = reply->result == PASSDB_USER_UNKNOWN ? EX_NOUSER
                     : reply->result == PASSDB_TEMPFAIL   ? EX_TEMPFAIL
@@ -116,7 +116,7 @@ int run_lookup(const struct settings *set, int argc, char **argv)
     struct passdb_request req = {.service = "lmtp"};
     enum route_proto proto = ROUTE_PROTO_LMTP;
     int c;
-    optind = 1;
+    optind = 0; /* re-initialise GNU getopt (main() used "+" mode) */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         bool ok = true;
         if (c == 'p') {

@@ -92,7 +92,7 @@ void buf_free_wipe(struct buf *b)
 
 char *buf_steal(struct buf *b)
 {
-    char *s = xstrndup(buf_ptr(b), buf_used(b));
+    char *s = b->data != NULL ? xstrndup(buf_ptr(b), buf_used(b)) : xstrdup("");
     buf_free(b);
     return s;
 }

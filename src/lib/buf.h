@@ -25,7 +25,7 @@ static inline size_t buf_used(const struct buf *b) { return b->len - b->rpos; }
 void buf_append(struct buf *b, const void *data, size_t n);
 void buf_append_str(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Make room for n more bytes and return where they go; call buf_commit() after writing. */
 char *buf_reserve(struct buf *b, size_t n);
 void buf_commit(struct buf *b, size_t n);

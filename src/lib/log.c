@@ -59,6 +59,8 @@ static const char *level_name(enum log_level level)
 }
 
 static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
     char line[4096];
     int saved_errno = errno;
