@@ -83,6 +83,8 @@ int stream_read_line(struct stream *s, size_t max, const char **line, size_t *le
     struct buf *in = stream_input(s);
     const char *p = buf_ptr(in);
     size_t n = buf_used(in);
+    if (n == 0)
+        return 0;
     const char *lf = memchr(p, '\n', n < max ? n : max);
     if (lf == NULL)
         return n >= max ? -1 : 0;
@@ -106,6 +108,8 @@ void stream_consume(struct stream *s, size_t n)
 bool stream_skip_line(struct stream *s)
 {
     struct buf *in = stream_input(s);
+    if (buf_used(in) == 0)
+        return false;
     const char *lf = memchr(buf_ptr(in), '\n', buf_used(in));
     if (lf == NULL) {
         stream_consume(s, buf_used(in));

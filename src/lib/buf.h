@@ -19,7 +19,10 @@ struct buf {
 
 #define BUF_INIT {NULL, 0, 0, 0}
 
-static inline const char *buf_ptr(const struct buf *b) { return b->data + b->rpos; }
+static inline const char *buf_ptr(const struct buf *b)
+{
+    return b->data != NULL ? b->data + b->rpos : "";
+}
 static inline size_t buf_used(const struct buf *b) { return b->len - b->rpos; }
 
 void buf_append(struct buf *b, const void *data, size_t n);
