@@ -1,0 +1,84 @@
+"""A private Dovecot 2.3 LMTP backend: `dovecot -F -c FILE` on loopback with
+everything (base_dir, state, log, mail) inside its own temp dir.
+
+Any user exists (static passdb/userdb); mail is stored as nobody in
+DIR/home/<user>/Maildir. The log prefix carries `rip=` (the client address,
+the forwarded one after XCLIENT), so tests can see what mailroute forwarded.
+"""
+
+import os
+import pwd
+import grp
+
+from .procs import Proc, free_port, port_open, wait_until
+
+CONFIG = """\
+instance_name = {name}
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+hostname = {name}.test
+login_trusted_networks = 127.0.0.0/8
+mail_location = maildir:~/Maildir
+mail_log_prefix = "%s(%u)<%{{pid}}><%{{session}}> rip=%{{rip}}: "
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={dir}/home/%u
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+class DovecotBackend:
+    def __init__(self, workdir, name="backend", port=None):
+        self.dir = str(workdir)
+        self.name = name
+        self.port = port or free_port()
+        self.proc = None
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "dovecot.log")
+
+    def maildir(self, user):
+        return os.path.join(self.dir, "home", user, "Maildir")
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
+        home = os.path.join(self.dir, "home")
+        os.makedirs(home, exist_ok=True)
+        os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+        conf = os.path.join(self.dir, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(CONFIG.format(name=self.name, dir=self.dir, port=self.port))
+        self.proc = Proc(["dovecot", "-F", "-c", conf],
+                         os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
+        wait_until(lambda: port_open(self.port) or not self.proc.alive(), timeout=15,
+                   what=f"Dovecot {self.name} to listen on {self.port}")
+        assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+    def log(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
