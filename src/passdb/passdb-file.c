@@ -4,9 +4,10 @@
  * each expanded path is a separate file, loaded on first use and kept.
  * Default scheme: CRYPT, as in Dovecot.
  *
- * Freshness: a lookup stat()s its file at most once per
- * passwd_file_check_interval_ms and reloads it when inode, size or mtime
- * changed. A file that cannot be read or parsed (any more) answers TEMPFAIL
+ * Freshness: a lookup stat()s its file (at most once per
+ * passwd_file_check_interval_ms, default 0: every lookup, about a
+ * microsecond) and reloads it when inode, size or mtime changed, so a
+ * change applies to the very next recipient. A file that cannot be read or parsed (any more) answers TEMPFAIL
  * with the reason, and its old contents are dropped rather than served:
  * an admin who broke the file must see errors, not stale users, and a
  * tempfail makes Postfix retry instead of bouncing.
@@ -39,7 +40,7 @@
 #include "strmap.h"
 #include "var.h"
 
-unsigned passwd_file_check_interval_ms = 1000;
+unsigned passwd_file_check_interval_ms = 0;
 
 /* What identifies one version of a file on disk. */
 struct file_stamp {
@@ -174,8 +175,8 @@ static void load(struct cached_file *cf)
         close(fd);
 }
 
-/* Reload when the file changed since it was loaded; stat() at most once
- * per interval. A file that failed is retried at the same pace. */
+/* Reload when the file changed since it was loaded (or since it failed to
+ * parse: a broken file is not parsed again until it changes). */
 static void refresh(struct cached_file *cf)
 {
     uint64_t now = monotonic_ms();
@@ -185,11 +186,12 @@ static void refresh(struct cached_file *cf)
         return;
     cf->checked_ms = now;
     if (stat(cf->path, &st) < 0) {
-        load(cf); /* reports why, and whether it is missing */
+        if (cf->pf != NULL || !cf->missing)
+            load(cf); /* reports why, and whether it is missing */
         return;
     }
     stamp_from_stat(&stamp, &st);
-    if (cf->pf == NULL || !stamp_eq(&stamp, &cf->stamp))
+    if (!stamp_eq(&stamp, &cf->stamp))
         load(cf);
 }
 

@@ -129,15 +129,14 @@ def fake_backend():
 @pytest.fixture
 def start_mailroute(workdir, request):
     """start(users={addr: fields}, extra_config=..., wait=True, ...) -> a running
-    Mailroute. At teardown every instance is stopped; the test fails if one
-    died on its own (unless the test set exit_expected) or if its stderr
-    holds a sanitizer report."""
+    Mailroute. At teardown every instance is stopped with SIGTERM; the test
+    fails if one died on its own (unless the test set exit_expected), did not
+    exit with status 0, or wrote a sanitizer report."""
     instances = []
 
     def start(users=None, wait=True, **kwargs):
         mailroute = Mailroute(os.path.join(workdir, f"mr{len(instances)}"),
                               users=users, **kwargs)
-        mailroute.exit_expected = False
         instances.append(mailroute)
         try:
             return mailroute.start(wait=wait)
@@ -155,6 +154,9 @@ def start_mailroute(workdir, request):
         if died and not mailroute.exit_expected:
             problems.append(f"mailrouted {mailroute.dir} died during the test "
                             f"(status {status})")
+        elif not died and status != 0:
+            problems.append(f"mailrouted {mailroute.dir} exited with status {status} on "
+                            "SIGTERM (-9: it did not stop within 10 s)")
         report = mailroute.sanitizer_report()
         if report:
             problems.append(f"sanitizer report in {mailroute.stderr_path}:\n{report}")

@@ -113,11 +113,12 @@ def test_passwd_file_change_applies_to_the_next_recipient(start_mailroute, backe
                               make_message(before)).data[alice], alice)
 
     mailroute.write_users({alice: f"proxy host=127.0.0.1 port={backend_b.port}"})
-    assert_saved(send_message(mailroute.port, SENDER, [alice],
-                              make_message(after)).data[alice], alice)
+    for _ in range(4):  # at once, on several connections, so every worker is asked
+        assert_saved(send_message(mailroute.port, SENDER, [alice],
+                                  make_message(after)).data[alice], alice)
 
     assert len(messages_with(backend_a.maildir(alice), before)) == 1
-    assert len(messages_with(backend_b.maildir(alice), after)) == 1
+    assert len(messages_with(backend_b.maildir(alice), after)) == 4
     assert messages_with(backend_a.maildir(alice), after) == [], "went to the old backend"
 
 

@@ -12,13 +12,10 @@ from harness.checks import assert_reply, assert_rcpt_ok, assert_saved
 from harness.fake_backend import DROP_AFTER_DOT, DROP_MID_DATA, REPLY, STALL
 from harness.lmtp_client import RawLmtp, dot_stuff, send_message
 from harness.maildir import count_messages, make_message, messages_with, new_marker
+from harness.mailroute import proxy_to
 from harness.procs import free_port
 
 SENDER = "sender@example.org"
-
-
-def proxy_to(port, extra=""):
-    return f"proxy host=127.0.0.1 port={port} {extra}".strip()
 
 
 def assert_delivered_once(backend, user, marker):

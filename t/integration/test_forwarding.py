@@ -7,7 +7,7 @@ import re
 
 from harness.checks import assert_saved
 from harness.lmtp_client import RawLmtp, dot_stuff, send_message
-from harness.maildir import make_message, messages_with, new_marker
+from harness.maildir import make_message, new_marker
 from harness.procs import wait_until
 
 SENDER = "sender@example.org"

@@ -10,6 +10,7 @@ import pytest
 from harness.fake_backend import DROP_MID_DATA
 from harness.lmtp_client import RawLmtp, send_message
 from harness.maildir import make_message, messages_with, new_marker, sent_part, as_stored
+from harness.mailroute import Mailroute
 from harness.postfix import Postfix
 
 
@@ -67,3 +68,16 @@ def test_postfix_delivers_directly_to_dovecot(backend_a, workdir, addr):
         postfix.stop()
     for user in (alice, bob):
         assert len(messages_with(backend_a.maildir(user), marker)) == 1, postfix.log()
+
+
+def test_sanitizer_reports_are_detected(workdir):
+    mailroute = Mailroute(os.path.join(workdir, "mr"))
+    with open(mailroute.stderr_path, "w") as f:
+        f.write("2026-01-01 info: mailrouted started\n")
+    assert mailroute.sanitizer_report() == ""
+    for marker in ("==42==ERROR: AddressSanitizer: heap-use-after-free on address",
+                   "txn.c:12:5: runtime error: signed integer overflow",
+                   "==42==ERROR: LeakSanitizer: detected memory leaks"):
+        with open(mailroute.stderr_path, "a") as f:
+            f.write(marker + "\n")
+        assert marker in mailroute.sanitizer_report()

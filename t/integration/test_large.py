@@ -53,3 +53,33 @@ def test_50mb_message_arrives_intact_with_bounded_memory(start_mailroute, backen
     print(f"50 MB to two backends in {elapsed:.1f}s, mailrouted peak RSS {peak_kb} KiB")
     if not sanitized:  # ASan's shadow memory makes RSS meaningless
         assert peak_kb < PEAK_RSS_LIMIT_KB, f"mailrouted peak RSS {peak_kb} KiB"
+
+
+def test_slow_backend_does_not_make_memory_grow(start_mailroute, backend_a, fake_backend,
+                                                addr, sanitized):
+    alice, slow = addr("alice"), addr("slow")
+    fake = fake_backend(read_delay=3)  # mailroute's writes to it pile up for 3 s
+    mailroute = start_mailroute({
+        alice: f"proxy host=127.0.0.1 port={backend_a.port}",
+        slow: f"proxy host=127.0.0.1 port={fake.port}",
+    })
+    marker = new_marker()
+    message = make_message(marker, big_body(20 * 1024 * 1024))
+    client = LmtpClient("127.0.0.1", mailroute.port, timeout=120)
+    try:
+        result = client.transaction(SENDER, [alice, slow], message)
+        client.quit()
+    finally:
+        client.close()
+    peak_kb = mailroute.peak_rss_kb()
+
+    assert_saved(result.data[alice], alice)
+    assert_saved(result.data[slow], slow)
+    [stored] = messages_with(backend_a.maildir(alice), marker)
+    assert digest(sent_part(stored, marker)) == digest(as_stored(message))
+    [received] = fake.messages
+    received_part = received.data[received.data.find(b"X-Test-Id: "):]
+    assert digest(received_part) == digest(message)
+    print(f"20 MB with a slow backend: mailrouted peak RSS {peak_kb} KiB")
+    if not sanitized:
+        assert peak_kb < PEAK_RSS_LIMIT_KB, f"mailrouted peak RSS {peak_kb} KiB"

@@ -2,6 +2,8 @@
 BDAT, limits (line length, SIZE), sequence errors, the UNIX listener
 (DESIGN.md §5)."""
 
+import time
+
 import pytest
 
 from harness.checks import assert_reply, assert_rcpt_ok, assert_saved
@@ -245,3 +247,56 @@ def test_unix_socket_listener(routed, backend_a):
     result = send_message(routed.socket_path, SENDER, [alice], make_message(marker))
     assert_saved(result.data[alice], alice)
     assert len(messages_with(backend_a.maildir(alice), marker)) == 1
+
+
+def test_too_many_recipients_are_refused_with_4xx(start_mailroute, backend_a, addr):
+    users = [addr(f"r{i}") for i in range(3)]
+    mailroute = start_mailroute(
+        {u: f"proxy host=127.0.0.1 port={backend_a.port}" for u in users},
+        extra_config="lmtp_max_recipients = 2\n")
+    marker = new_marker()
+    result = send_message(mailroute.port, SENDER, users, make_message(marker))
+    assert_rcpt_ok(result.rcpt[users[0]], users[0])
+    assert_rcpt_ok(result.rcpt[users[1]], users[1])
+    assert_reply(result.rcpt[users[2]], 452, "4.5.3 ")
+    assert list(result.data) == users[:2]
+    assert count_messages(backend_a.maildir(users[2])) == 0
+
+
+def test_idle_client_is_disconnected_after_the_timeout(start_mailroute):
+    mailroute = start_mailroute({}, extra_config="lmtp_client_timeout = 1s\n")
+    conn, _, _ = open_session(mailroute)
+    with conn:
+        conn.sock.settimeout(10)
+        started = time.monotonic()
+        lines = conn.file.read()  # everything until the server closes
+        elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 5, f"closed after {elapsed:.1f}s with lmtp_client_timeout = 1s"
+    assert lines == b"" or lines.startswith(b"421 "), lines
+
+
+def test_xclient_is_refused_from_an_untrusted_client(start_mailroute, fake_backend, addr):
+    alice = addr("alice")
+    fake = fake_backend()
+    mailroute = start_mailroute({alice: f"proxy host=127.0.0.1 port={fake.port}"},
+                                extra_config="login_trusted_networks = 10.0.0.0/8\n")
+    conn, _, lhlo = open_session(mailroute)
+    with conn:
+        assert not any(line.upper().startswith("XCLIENT") for line in lhlo.lines), lhlo
+        reply = conn.command("XCLIENT ADDR=192.0.2.66")
+        assert 500 <= reply.code < 600, reply
+        assert conn.command(f"MAIL FROM:<{SENDER}>").code == 250
+        assert conn.command(f"RCPT TO:<{alice}>").code == 250
+        assert conn.command("DATA").code == 354
+        conn.send(dot_stuff(make_message(new_marker())))
+        reply = conn.read_reply()
+        assert_saved((reply.code, reply.text), alice)
+    assert not any("192.0.2.66" in c for c in fake.commands()), fake.commands()
+
+
+def test_unknown_command_is_refused_and_the_session_continues(routed):
+    conn, _, _ = open_session(routed)
+    with conn:
+        reply = conn.command("FROBNICATE now")
+        assert reply.code in (500, 502), reply
+        assert conn.command("NOOP").code == 250

@@ -8,23 +8,20 @@ from harness.checks import assert_reply, assert_rcpt_ok, assert_saved
 from harness.lmtp_client import RawLmtp, send_message
 from harness.maildir import (as_stored, count_messages, make_message, message_files,
                              messages_with, new_marker, sent_part)
+from harness.mailroute import proxy_to
 from harness.procs import free_port
 
 SENDER = "sender@example.org"
-
-
-def proxy_to(backend, extra=""):
-    return f"proxy host=127.0.0.1 port={backend.port} {extra}".strip()
 
 
 def test_one_transaction_spans_three_backends(start_mailroute, backend_a, backend_b,
                                               smtp_sink, addr):
     alice, alice2, bob, carol = addr("alice"), addr("alice2"), addr("bob"), addr("carol")
     mailroute = start_mailroute({
-        alice: proxy_to(backend_a),
-        alice2: proxy_to(backend_a),
-        bob: proxy_to(backend_b),
-        carol: proxy_to(smtp_sink, "protocol=smtp"),
+        alice: proxy_to(backend_a.port),
+        alice2: proxy_to(backend_a.port),
+        bob: proxy_to(backend_b.port),
+        carol: proxy_to(smtp_sink.port, "protocol=smtp"),
     })
     marker = new_marker()
     message = make_message(marker)
@@ -62,7 +59,7 @@ def test_recipients_of_one_backend_share_one_transaction(start_mailroute, fake_b
 
 def test_unknown_user_is_refused_with_550(start_mailroute, backend_a, addr):
     alice, nobody = addr("alice"), addr("nobody")
-    mailroute = start_mailroute({alice: proxy_to(backend_a)})
+    mailroute = start_mailroute({alice: proxy_to(backend_a.port)})
     marker = new_marker()
     result = send_message(mailroute.port, SENDER, [nobody, alice], make_message(marker))
     assert result.rcpt[nobody] == (550, f"5.1.1 <{nobody}> User doesn't exist")
@@ -75,7 +72,7 @@ def test_recipient_detail_is_stripped_for_the_lookup(start_mailroute, backend_a,
     alice = addr("alice")
     user, domain = alice.split("@")
     tagged = f"{user}+news@{domain}"
-    mailroute = start_mailroute({alice: proxy_to(backend_a)})
+    mailroute = start_mailroute({alice: proxy_to(backend_a.port)})
     marker = new_marker()
     result = send_message(mailroute.port, SENDER, [tagged], make_message(marker))
     assert_rcpt_ok(result.rcpt[tagged], tagged)
@@ -88,7 +85,7 @@ def test_proxy_maybe_to_ourselves_delivers_locally(start_mailroute, backend_a, a
     dave, alice = addr("dave"), addr("alice")
     port = free_port()
     mailroute = start_mailroute({
-        alice: proxy_to(backend_a),
+        alice: proxy_to(backend_a.port),
         dave: f"proxy_maybe host=127.0.0.1 port={port}",
     }, port=port)
     marker = new_marker()
@@ -129,7 +126,7 @@ def test_proxy_to_ourselves_is_a_loop_554(start_mailroute, backend_a, addr):
     port = free_port()
     mailroute = start_mailroute({
         loopy: f"proxy host=127.0.0.1 port={port}",
-        alice: proxy_to(backend_a),
+        alice: proxy_to(backend_a.port),
     }, port=port)
     marker = new_marker()
     result = send_message(mailroute.port, SENDER, [loopy, alice], make_message(marker))
@@ -141,7 +138,7 @@ def test_proxy_to_ourselves_is_a_loop_554(start_mailroute, backend_a, addr):
 
 def test_received_ttl_zero_is_a_loop_554(start_mailroute, backend_a, addr):
     alice = addr("alice")
-    mailroute = start_mailroute({alice: proxy_to(backend_a)})
+    mailroute = start_mailroute({alice: proxy_to(backend_a.port)})
     with RawLmtp(mailroute.port) as conn:
         assert conn.read_reply().code == 220
         assert conn.command("LHLO client.test").code == 250
@@ -176,7 +173,7 @@ def test_referral_rejected_when_configured(start_mailroute, backend_b, addr):
 
 def test_every_recipient_is_logged_with_its_decision(start_mailroute, backend_a, addr):
     alice, nobody, local = addr("alice"), addr("nobody"), addr("local")
-    mailroute = start_mailroute({alice: proxy_to(backend_a), local: ""})
+    mailroute = start_mailroute({alice: proxy_to(backend_a.port), local: ""})
     send_message(mailroute.port, SENDER, [alice, nobody, local], make_message(new_marker()))
     expected = {alice: "proxy", nobody: "refuse", local: "local"}
     for rcpt, decision in expected.items():
@@ -195,7 +192,7 @@ def test_nologin_without_host_is_refused(start_mailroute, addr):
 
 def test_proxy_takes_precedence_over_nologin(start_mailroute, backend_a, addr):
     moved = addr("moved")
-    mailroute = start_mailroute({moved: proxy_to(backend_a, "nologin reason=moved")})
+    mailroute = start_mailroute({moved: proxy_to(backend_a.port, "nologin reason=moved")})
     marker = new_marker()
     result = send_message(mailroute.port, SENDER, [moved], make_message(marker))
     assert_saved(result.data[moved], moved)
@@ -204,8 +201,8 @@ def test_proxy_takes_precedence_over_nologin(start_mailroute, backend_a, addr):
 
 def test_delay_until_holds_the_recipient(start_mailroute, backend_a, addr):
     held = addr("held")
-    mailroute = start_mailroute({held: None})
-    mailroute.write_users({held: proxy_to(backend_a, f"delay_until={int(time.time()) + 3}")})
+    mailroute = start_mailroute({held: proxy_to(backend_a.port,
+                                                f"delay_until={int(time.time()) + 3}")})
     marker = new_marker()
     started = time.monotonic()
     result = send_message(mailroute.port, SENDER, [held], make_message(marker))
@@ -225,3 +222,19 @@ def test_delay_until_beyond_the_limit_is_a_temporary_failure(start_mailroute, ba
     assert_reply(result.rcpt[held], 451, "4.")
     assert time.monotonic() - started < 5, "refused at once, not held"
     assert count_messages(backend_a.maildir(held)) == 0
+
+
+def test_local_delivery_to_an_lmtp_address(start_mailroute, backend_b, addr):
+    local, dave = addr("local"), addr("dave")
+    port = free_port()
+    mailroute = start_mailroute({
+        local: "",
+        dave: f"proxy_maybe host=127.0.0.1 port={port}",
+    }, port=port, lmtp_local=f"inet:127.0.0.1:{backend_b.port}")
+    marker = new_marker()
+    result = send_message(mailroute.port, SENDER, [local, dave], make_message(marker))
+    assert_saved(result.data[local], local)
+    assert_saved(result.data[dave], dave)
+    for user in (local, dave):
+        assert len(messages_with(backend_b.maildir(user), marker)) == 1
+        assert count_messages(mailroute.local_maildir(user)) == 0

@@ -30,6 +30,11 @@ def is_sanitized(binary):
         return b"__asan_init" in f.read()
 
 
+def proxy_to(port, extra=""):
+    """passwd-file extra fields that proxy to 127.0.0.1:port."""
+    return f"proxy host=127.0.0.1 port={port} {extra}".strip()
+
+
 def passwd_file_text(users):
     """users: {address: extra fields}; extra fields None/"" = none."""
     return "".join(f"{user}:::::::{fields or ''}\n" for user, fields in users.items())
@@ -37,7 +42,10 @@ def passwd_file_text(users):
 
 class Mailroute:
     def __init__(self, workdir, users=None, extra_config="", binary=None,
-                 hostname="router.test", workers=2, passwd_path=None, port=None):
+                 hostname="router.test", workers=2, passwd_path=None, port=None,
+                 lmtp_local=None):
+        """lmtp_local: the setting's value; default the built-in Maildir
+        delivery into DIR/local/%d/%n."""
         self.dir = str(workdir)
         self.binary = binary or binary_path()
         self.port = port or free_port()
@@ -47,10 +55,12 @@ class Mailroute:
         self.config_path = os.path.join(self.dir, "mailroute.conf")
         self.stderr_path = os.path.join(self.dir, "mailrouted.stderr")
         self.local_dir = os.path.join(self.dir, "local")
+        self.lmtp_local = lmtp_local or f"maildir:{self.local_dir}/%d/%n"
         self.hostname = hostname
         self.workers = workers
         self.extra_config = extra_config
         self.proc = None
+        self.exit_expected = False  # set by tests that stop it on purpose
         os.makedirs(os.path.join(self.dir, "run"), exist_ok=True)
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         os.makedirs(self.local_dir, exist_ok=True)
@@ -68,7 +78,7 @@ base_dir = {self.dir}/run
 workers = {self.workers}
 login_trusted_networks = 127.0.0.0/8
 mail_temp_dir = {self.dir}/tmp
-lmtp_local = maildir:{self.local_dir}/%d/%n
+lmtp_local = {self.lmtp_local}
 passdb {{
   driver = passwd-file
   args = {self.passwd_path}

@@ -122,11 +122,26 @@ class Proc:
                 self._kill_group(signal.SIGKILL)
                 self.popen.wait(timeout=5)
         # Children that outlived their parent (Dovecot's, Postfix's) are still
-        # in the process group, which keeps the leader's id as its id.
-        self._kill_group(signal.SIGKILL)
+        # in the process group. While the group has members its id cannot be
+        # reused, so this never reaches a stranger.
+        if self._group_has_members():
+            self._kill_group(signal.SIGKILL)
         if self in _live_procs:
             _live_procs.remove(self)
         return self.popen.returncode
+
+    def _group_has_members(self):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pid:  # pgrp, the 5th field of stat
+                return True
+        return False
 
     def _kill_group(self, signum):
         try:
