@@ -91,6 +91,8 @@ struct group {
     struct dot_encoder enc;
     struct maildir_sink *md;
     bool failed;
+    bool bdat;                    /* the backend takes BDAT: no dot-stuffing, no 354 wait */
+    bool bdat_last_sent;
 };
 
 struct txn {
@@ -114,6 +116,7 @@ struct txn {
     struct timer *deadline;
     size_t next_reply;            /* index into rcpts of the next final reply */
     char *scratch;                /* read buffer for pumping the body */
+    bool pump_scheduled;
 };
 
 struct session {

@@ -263,13 +263,13 @@ static void exec_cmd(struct session *sess, struct cmd *cmd)
             sess->input = IN_COMMANDS;
         return;
     }
-    const char *params = "";
-    if (c->verb == SMTP_CMD_MAIL || c->verb == SMTP_CMD_RCPT) {
-        const char *gt = strrchr(cmd->line, '>');
-        params = gt != NULL ? gt + 1 : "";
-        while (*params == ' ')
-            params++;
-    }
+    /* The ESMTP parameters as "KEY=VALUE ..." for forwarding. */
+    struct buf pbuf = BUF_INIT;
+    for (size_t i = 0; i < c->n_params; i++)
+        buf_printf(&pbuf, "%s%s%s%s", i > 0 ? " " : "", c->params[i].key,
+                   c->params[i].value != NULL ? "=" : "",
+                   c->params[i].value != NULL ? c->params[i].value : "");
+    const char *params = buf_ptr(&pbuf);
     switch (c->verb) {
     case SMTP_CMD_LHLO: exec_lhlo(sess, cmd, c); break;
     case SMTP_CMD_HELO:
@@ -292,6 +292,7 @@ static void exec_cmd(struct session *sess, struct cmd *cmd)
     case SMTP_CMD_HELP: session_reply(sess, cmd, "214 2.0.0 https://www.rfc-editor.org/rfc/rfc2033"); break;
     default: session_reply(sess, cmd, "502 5.5.1 Command not implemented"); break;
     }
+    buf_free(&pbuf);
 }
 
 /* Execute what may run now and write the replies that are ready. */

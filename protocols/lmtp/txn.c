@@ -22,6 +22,7 @@
 #define PUMP_LOW (64 * 1024)
 
 static void group_pump(void *ctx);
+static void txn_schedule_pump(struct txn *t);
 static void group_start_data(struct group *g);
 static void rcpt_final(struct rcpt *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -620,6 +621,8 @@ static void on_maildir_done(void *ctx, bool ok)
     txn_kick(g->txn);
 }
 
+/* All body bytes were sent: end the data (final dot, or the last BDAT when
+ * no chunk carried LAST) and wait for the replies. */
 static void group_finish_body(struct group *g)
 {
     struct txn *t = g->txn;
@@ -628,10 +631,15 @@ static void group_finish_body(struct group *g)
         maildir_commit(g->md, txn_session(t)->env->loop, on_maildir_done, g);
         return;
     }
-    struct buf end = BUF_INIT;
-    dot_encode_end(&g->enc, &end);
-    backend_write(g->b, buf_ptr(&end), buf_used(&end));
-    buf_free(&end);
+    if (g->bdat) {
+        if (!g->bdat_last_sent)
+            backend_write(g->b, "BDAT 0 LAST\r\n", 13);
+    } else {
+        struct buf end = BUF_INIT;
+        dot_encode_end(&g->enc, &end);
+        backend_write(g->b, buf_ptr(&end), buf_used(&end));
+        buf_free(&end);
+    }
     g->state = GROUP_REPLIES;
     if (g->target.protocol == ROUTE_PROTO_SMTP) {
         g->n_replies_left = 1;
@@ -641,6 +649,44 @@ static void group_finish_body(struct group *g)
     g->n_replies_left = g->n_sent;
     for (size_t i = 0; i < g->n_sent; i++)
         backend_expect(g->b, on_final_reply, g->sent[i]);
+}
+
+/* A BDAT chunk that was not the last one was refused: the backend's answer
+ * goes to every recipient of the group; the session cannot be trusted. */
+static void on_bdat_chunk(void *ctx, const struct smtp_reply *reply)
+{
+    struct group *g = ctx;
+    if (reply != NULL && reply->code / 100 == 2)
+        return;
+    char line[1024];
+    for (size_t i = 0; reply != NULL && i < g->n_sent; i++) {
+        backend_reply_text(line, sizeof(line), g->sent[i], reply);
+        rcpt_final(g->sent[i], "%s", line);
+    }
+    group_abort(g, NULL);
+    txn_kick(g->txn);
+}
+
+/* Send body bytes as they are: with CHUNKING a BDAT per chunk (the last one
+ * says LAST when the client's data is complete), else dot-stuffed DATA. */
+static void send_body_bytes(struct group *g, const char *p, size_t n, struct buf *enc)
+{
+    struct txn *t = g->txn;
+    if (g->bdat) {
+        bool last = t->data_complete && g->offset + n == body_size(t->body);
+        char head[64];
+        int hl = snprintf(head, sizeof(head), "BDAT %zu%s\r\n", n, last ? " LAST" : "");
+        backend_write(g->b, head, (size_t)hl);
+        backend_write(g->b, p, n);
+        if (last)
+            g->bdat_last_sent = true;
+        else
+            backend_expect(g->b, on_bdat_chunk, g);
+        return;
+    }
+    buf_reset(enc);
+    dot_encode(&g->enc, p, n, enc);
+    backend_write(g->b, buf_ptr(enc), buf_used(enc));
 }
 
 /* Move body bytes to the backend while its output queue has room. */
@@ -665,14 +711,11 @@ static void group_pump(void *ctx)
                 group_finish_body(g);
             break;
         }
-        g->offset += (uint64_t)n;
-        if (g->maildir) {
+        if (g->maildir)
             maildir_write(g->md, p, (size_t)n);
-            continue;
-        }
-        buf_reset(&enc);
-        dot_encode(&g->enc, p, (size_t)n, &enc);
-        backend_write(g->b, buf_ptr(&enc), buf_used(&enc));
+        else
+            send_body_bytes(g, p, (size_t)n, &enc);
+        g->offset += (uint64_t)n;
     }
     buf_free(&enc);
 }
@@ -707,7 +750,7 @@ static void on_data_reply(void *ctx, const struct smtp_reply *reply)
 static void on_backend_failed(void *ctx)
 {
     struct group *g = ctx;
-    if (g->state != GROUP_STREAMING)
+    if (g->state != GROUP_STREAMING || g->b == NULL)
         return; /* the DATA or final-reply waiters report it */
     group_abort(g, NULL);
     txn_kick(g->txn);
@@ -741,8 +784,14 @@ static void group_start_data(struct group *g)
         g->state = GROUP_STREAMING;
         return;
     }
-    g->state = GROUP_DATA;
     backend_on_failure(g->b, on_backend_failed, g);
+    if (backend_has_ext(g->b, "CHUNKING")) {
+        /* No 354 to wait for: BDAT chunks can follow the RCPTs at once. */
+        g->bdat = true;
+        g->state = GROUP_STREAMING;
+        return;
+    }
+    g->state = GROUP_DATA;
     backend_cmd(g->b, "DATA", on_data_reply, g);
 }
 
@@ -808,6 +857,28 @@ struct txn *txn_new(struct session *sess, const char *from, const char *params)
     return t;
 }
 
+static void txn_pump(void *ctx)
+{
+    struct txn *t = ctx;
+    t->pump_scheduled = false;
+    for (size_t i = 0; i < t->n_groups; i++) {
+        if (t->groups[i]->state == GROUP_STREAMING)
+            group_pump(t->groups[i]);
+    }
+    txn_kick(t);
+}
+
+/* Body bytes are pushed to the backends once per loop iteration, after
+ * everything the client sent in it was read: fewer, larger writes, and a
+ * small message goes out as one BDAT LAST. */
+static void txn_schedule_pump(struct txn *t)
+{
+    if (t->pump_scheduled)
+        return;
+    t->pump_scheduled = true;
+    loop_defer(txn_session(t)->env->loop, txn_pump, t);
+}
+
 void txn_data_begin(struct txn *t, struct cmd *data_cmd)
 {
     t->data_cmd = data_cmd;
@@ -817,8 +888,7 @@ void txn_data_begin(struct txn *t, struct cmd *data_cmd)
         t->scratch = xmalloc(PUMP_CHUNK);
     for (size_t i = 0; i < t->n_groups; i++)
         group_start_data(t->groups[i]);
-    for (size_t i = 0; i < t->n_groups; i++)
-        group_pump(t->groups[i]);
+    txn_schedule_pump(t);
 }
 
 void txn_data_append(struct txn *t, const char *data, size_t n)
@@ -835,12 +905,8 @@ void txn_data_append(struct txn *t, const char *data, size_t n)
         t->body_failed = true;
         return;
     }
-    if (!t->data_accepted)
-        return;
-    for (size_t i = 0; i < t->n_groups; i++) {
-        if (t->groups[i]->state == GROUP_STREAMING)
-            group_pump(t->groups[i]);
-    }
+    if (t->data_accepted)
+        txn_schedule_pump(t);
 }
 
 void txn_data_end(struct txn *t)
@@ -863,8 +929,7 @@ void txn_data_end(struct txn *t)
             group_abort(g, NULL);
         }
     } else {
-        for (size_t i = 0; i < t->n_groups; i++)
-            group_pump(t->groups[i]);
+        txn_schedule_pump(t);
         t->deadline = timer_new(sess->env->loop, on_deadline, t);
         timer_start(t->deadline, sess->env->set->lmtp_transaction_timeout_ms);
     }
@@ -900,6 +965,8 @@ void txn_free(struct txn **tp)
     if (t == NULL)
         return;
     *tp = NULL;
+    if (t->pump_scheduled)
+        loop_defer_cancel(txn_session(t)->env->loop, txn_pump, t);
     for (size_t i = 0; i < t->n_groups; i++)
         group_free(t->groups[i]);
     for (size_t i = 0; i < t->n_rcpts; i++)

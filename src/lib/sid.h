@@ -11,7 +11,8 @@
 #define SID_LEN 16
 
 void sid_new(char out[SID_LEN + 1]);
-/* A random 64-bit number from the OS (getrandom), for jitter and ids. */
+/* A pseudo-random 64-bit number (per-thread generator seeded from the OS),
+ * for jitter and ids; not for secrets. */
 uint64_t random_u64(void);
 
 #endif
