@@ -50,10 +50,24 @@ static void cmd_free(struct cmd *cmd)
     free(cmd);
 }
 
+/* While a pipelined RCPT is still being routed, replies that are ready are
+ * held back: the client waits for all of them anyway, and they then leave
+ * in one write instead of one per look-up. */
+static bool rcpt_in_flight(const struct session *sess)
+{
+    for (const struct cmd *c = sess->queue_head; c != NULL; c = c->next) {
+        if (c->verb == SMTP_CMD_RCPT && c->executed && !c->done)
+            return true;
+    }
+    return false;
+}
+
 /* Write what the head of the queue has; pop finished commands. */
 static void flush_replies(struct session *sess)
 {
     struct cmd *cmd;
+    if (rcpt_in_flight(sess))
+        return;
     while ((cmd = sess->queue_head) != NULL) {
         if (buf_used(&cmd->reply) > 0) {
             stream_write(sess->s, buf_ptr(&cmd->reply), buf_used(&cmd->reply));
