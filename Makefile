@@ -59,5 +59,16 @@ fuzz-smoke: fuzz
 	    || { tail -40 /tmp/mailroute-fuzz/$$name.log; exit 1; }; \
 	done
 
+# Markdown in docs/ -> HTML (build/docs/*.html) and man pages, with cmark.
+docs: deps
+	@mkdir -p $(BUILD)/docs
+	@for f in docs/*.md; do \
+	  b=$$(basename $$f .md); \
+	  cmark --to html $$f > $(BUILD)/docs/$$b.html; \
+	done
+	{ echo '.TH MAILROUTED 8 "" "mailroute" "System Manager'"'"'s Manual"'; \
+	  cmark --to man docs/mailrouted.8.md; } > $(BUILD)/docs/mailrouted.8
+	@echo "docs: $(BUILD)/docs/"
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) run
