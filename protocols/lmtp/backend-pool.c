@@ -10,6 +10,7 @@
 #include "backend-private.h"
 #include "log.h"
 #include "mem.h"
+#include "tls.h"
 
 #define POOL_BUCKETS 256
 
@@ -159,6 +160,8 @@ void backend_pool_free_backend(struct backend *b)
     stream_connect_abort(&b->conn);
     smtp_reply_free(&b->reply);
     smtp_reply_free(&b->caps);
+    if (b->tls_client != NULL)
+        tls_client_unref(&b->tls_client);
     for (size_t i = 0; i < b->n_queued; i++)
         free(b->queued[i].line);
     free(b->queued);

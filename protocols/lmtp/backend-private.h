@@ -64,6 +64,7 @@ struct backend {
     void *drain_ctx;
     void (*fail_fn)(void *ctx);   /* told when the connection dies, waiters or not */
     void *fail_ctx;
+    struct tls_client *tls_client; /* a reference: pooled backends outlive reloads */
     int busy;                 /* callbacks on the stack */
     bool released;            /* free once busy drops to 0 */
 };

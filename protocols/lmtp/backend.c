@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "log.h"
 #include "mem.h"
+#include "tls.h"
 
 static void backend_fail(struct backend *b, enum backend_failure f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -459,6 +460,62 @@ static void start_xclient_or_ready(struct backend *b)
     buf_free(&sig);
 }
 
+static void on_hello(void *ctx, const struct smtp_reply *r);
+static void on_greeting(void *ctx, const struct smtp_reply *r);
+
+static void send_hello(struct backend *b)
+{
+    b->state = B_HELLO;
+    char *line = xasprintf("%s %s", hello_verb(b), b->t.hello_name);
+    send_line(b, line, on_hello, b);
+    free(line);
+}
+
+/* TLS with the backend is up (implicit: now the greeting; STARTTLS: the
+ * hello again, as RFC 3207 wants), or it failed: a temporary failure for
+ * this backend's recipients, never a plaintext fallback. */
+static void on_tls_done(void *ctx, int err, const char *error_text)
+{
+    struct backend *b = ctx;
+    enter(b);
+    if (err < 0) {
+        backend_fail(b, BACKEND_FAIL_CONNECT, "TLS with %s failed: %s", b->t.tls_name,
+                     error_text != NULL ? error_text : stream_strerror(err));
+    } else if (b->t.tls == ROUTE_TLS_IMPLICIT) {
+        b->state = B_GREETING;
+        push_waiter(b, on_greeting, b);
+    } else {
+        send_hello(b);
+    }
+    leave(b);
+}
+
+static void start_tls(struct backend *b)
+{
+    if (b->tls_client == NULL) {
+        backend_fail(b, BACKEND_FAIL_CONNECT, "TLS requested but no TLS client context");
+        return;
+    }
+    const char *name = b->t.tls_name[0] != '\0' ? b->t.tls_name : NULL;
+    struct addr ip;
+    const char *sni = name != NULL && !addr_parse_ip(name, &ip) ? name : NULL;
+    stream_start_tls_client(b->s, b->tls_client, b->t.tls_verify ? name : NULL, sni,
+                            b->t.connect_timeout_ms, on_tls_done, b);
+}
+
+static void on_starttls(void *ctx, const struct smtp_reply *r)
+{
+    struct backend *b = ctx;
+    if (r == NULL)
+        return;
+    if (r->code != 220) {
+        backend_fail(b, BACKEND_FAIL_CONNECT, "STARTTLS refused: %u %s", r->code,
+                     buf_ptr(&r->text));
+        return;
+    }
+    start_tls(b);
+}
+
 static void on_hello(void *ctx, const struct smtp_reply *r)
 {
     struct backend *b = ctx;
@@ -472,6 +529,15 @@ static void on_hello(void *ctx, const struct smtp_reply *r)
     smtp_reply_reset(&b->caps);
     buf_append(&b->caps.text, buf_ptr(&r->text), buf_used(&r->text));
     b->caps.code = r->code;
+    if (b->t.tls == ROUTE_TLS_STARTTLS && !stream_is_tls(b->s)) {
+        /* Asked for TLS: never go on in plaintext. */
+        if (!smtp_reply_has_ext(&b->caps, "STARTTLS", NULL, NULL)) {
+            backend_fail(b, BACKEND_FAIL_CONNECT, "STARTTLS not supported by the backend");
+            return;
+        }
+        send_line(b, "STARTTLS", on_starttls, b);
+        return;
+    }
     start_xclient_or_ready(b);
 }
 
@@ -484,10 +550,7 @@ static void on_greeting(void *ctx, const struct smtp_reply *r)
         backend_fail(b, BACKEND_FAIL_CONNECT, "greeting: %u %s", r->code, buf_ptr(&r->text));
         return;
     }
-    b->state = B_HELLO;
-    char *line = xasprintf("%s %s", hello_verb(b), b->t.hello_name);
-    send_line(b, line, on_hello, b);
-    free(line);
+    send_hello(b);
 }
 
 static void on_connected(void *ctx, struct stream *s, int err)
@@ -501,8 +564,12 @@ static void on_connected(void *ctx, struct stream *s, int err)
         b->s = s;
         stream_set_handler(s, &backend_handler, b);
         stream_set_max_input(s, SMTP_REPLY_MAX * 4);
-        b->state = B_GREETING;
-        push_waiter(b, on_greeting, b);
+        if (b->t.tls == ROUTE_TLS_IMPLICIT) {
+            start_tls(b);
+        } else {
+            b->state = B_GREETING;
+            push_waiter(b, on_greeting, b);
+        }
     }
     leave(b);
 }
@@ -515,6 +582,10 @@ static struct backend *backend_new(struct lmtp_env *env, const struct backend_ta
     b->t = *t;
     b->timer = timer_new(env->loop, on_reply_timeout, b);
     b->state = B_CONNECTING;
+    if (t->tls != ROUTE_TLS_NONE && env->tls_client != NULL) {
+        tls_client_ref(env->tls_client);
+        b->tls_client = env->tls_client;
+    }
     if (t->ip.family == 0)
         b->conn = stream_connect_unix(env->loop, t->unix_path, t->connect_timeout_ms,
                                       on_connected, b);
@@ -662,6 +733,9 @@ void backend_target_from_route(struct backend_target *t, const struct route_targ
     t->timeout_ms = rt->timeout_ms > 0 ? rt->timeout_ms : set->lmtp_proxy_timeout_ms;
     t->connect_timeout_ms = set->lmtp_proxy_connect_timeout_ms;
     t->send_xclient = !rt->not_trusted;
+    t->tls = rt->tls;
+    t->tls_verify = rt->tls_verify;
+    snprintf(t->tls_name, sizeof(t->tls_name), "%s", rt->tls_name != NULL ? rt->tls_name : "");
     addr_str(&rt->ip, ip, sizeof(ip));
     addr_ip_str(&rt->source_ip, src, sizeof(src));
     snprintf(t->key, sizeof(t->key), "%s:%s:%s:%d:%d%s", route_proto_str(t->protocol), ip, src,

@@ -56,6 +56,9 @@ struct backend_target {
     uint64_t timeout_ms;         /* per reply */
     uint64_t connect_timeout_ms;
     bool send_xclient;           /* false with proxy_not_trusted */
+    enum route_tls tls;          /* implicit TLS, STARTTLS or none */
+    bool tls_verify;             /* false: any certificate (any-cert) */
+    char tls_name[256];          /* what the certificate must be valid for */
 };
 
 void backend_target_from_route(struct backend_target *t, const struct route_target *rt,

@@ -130,6 +130,7 @@ struct session {
     bool quitting;
     bool draining;
     bool running, rerun, closing;
+    bool starttls_pending;        /* 220 queued: start TLS once it is written */
     uint64_t idle_timeout_ms;
     /* client identity, possibly forwarded by XCLIENT from a trusted peer */
     struct addr client_addr;

@@ -25,6 +25,8 @@ struct lmtp_env {
     struct passdb *passdb;
     const struct route_self *self;
     struct backend_pool *pool;   /* per worker, outlives generations */
+    struct tls_server *tls_server; /* NULL: no TLS offered (borrowed from the generation) */
+    struct tls_client *tls_client; /* for backends with ssl/starttls (borrowed) */
     /* Called when the last reference goes (releases set/self in the daemon). */
     void (*release)(void *ctx);
     void *release_ctx;
@@ -33,8 +35,9 @@ struct lmtp_env {
 void lmtp_env_ref(struct lmtp_env *env);
 void lmtp_env_unref(struct lmtp_env **env);
 
-/* Serve one accepted connection (takes ownership of the stream). */
-void lmtp_session_start(struct lmtp_env *env, struct stream *s);
+/* Serve one accepted connection (takes ownership of the stream);
+ * implicit_tls: the listener has "ssl = yes". */
+void lmtp_session_start(struct lmtp_env *env, struct stream *s, bool implicit_tls);
 
 /* Sessions in this worker; lmtp_sessions_drain() closes the idle ones now
  * and the rest once their transaction is over. */

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mem.h"
 #include "str.h"
+#include "tls.h"
 
 /* The sessions of this worker thread (for drain and counts). */
 static __thread struct session *worker_sessions;
@@ -23,6 +24,7 @@ static __thread unsigned worker_session_count;
 
 static void session_free(struct session *sess);
 static bool read_input(struct session *sess);
+static void start_tls(struct session *sess);
 
 /* Replies */
 
@@ -119,6 +121,8 @@ static void reply_lhlo(struct session *sess, struct cmd *cmd)
                    (unsigned long long)set->lmtp_max_message_size);
     else
         buf_printf(&cmd->reply, "250-SIZE\r\n");
+    if (sess->env->tls_server != NULL && !stream_is_tls(sess->s))
+        buf_printf(&cmd->reply, "250-STARTTLS\r\n");
     if (sess->trusted)
         buf_printf(&cmd->reply, "250-XCLIENT ADDR PORT HELO PROTO TTL SESSION LOGIN\r\n");
     buf_printf(&cmd->reply, "250 CHUNKING\r\n");
@@ -144,6 +148,10 @@ static void exec_mail(struct session *sess, struct cmd *cmd, const struct smtp_c
                       const char *params)
 {
     const struct settings *set = sess->env->set;
+    if (set->tls.ssl == TLS_SSL_REQUIRED && !stream_is_tls(sess->s)) {
+        session_reply(sess, cmd, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
     if (sess->helo == NULL) {
         session_reply(sess, cmd, "503 5.5.1 Send LHLO first");
         return;
@@ -223,6 +231,24 @@ static void exec_bdat(struct session *sess, struct cmd *cmd, const struct smtp_c
     txn_data_end(t);
 }
 
+/* STARTTLS: the 220 leaves in plaintext, then the handshake starts (in
+ * session_run, once the reply is written). Nothing read after the STARTTLS
+ * line is ever executed: line reading stopped at it, and starting TLS
+ * discards the plaintext already buffered. */
+static void exec_starttls(struct session *sess, struct cmd *cmd)
+{
+    if (sess->env->tls_server == NULL) {
+        session_reply(sess, cmd, "502 5.5.1 TLS not available");
+    } else if (stream_is_tls(sess->s)) {
+        session_reply(sess, cmd, "503 5.5.1 TLS already active");
+    } else {
+        session_reply(sess, cmd, "220 2.0.0 Ready to start TLS");
+        sess->starttls_pending = true;
+        return;
+    }
+    sess->input = IN_COMMANDS;
+}
+
 /* XCLIENT from a trusted peer: who the real client is. */
 static void exec_xclient(struct session *sess, struct cmd *cmd, const struct smtp_cmd *c)
 {
@@ -273,7 +299,7 @@ static void exec_cmd(struct session *sess, struct cmd *cmd)
         return; /* an error reply made while reading */
     if (smtp_cmd_parse(cmd->line, strlen(cmd->line), c, &err) < 0) {
         session_reply(sess, cmd, "%s", err);
-        if (cmd->verb == SMTP_CMD_DATA)
+        if (cmd->verb == SMTP_CMD_DATA || cmd->verb == SMTP_CMD_STARTTLS)
             sess->input = IN_COMMANDS;
         return;
     }
@@ -303,6 +329,7 @@ static void exec_cmd(struct session *sess, struct cmd *cmd)
         break;
     case SMTP_CMD_VRFY: session_reply(sess, cmd, "502 5.5.1 VRFY command is disabled"); break;
     case SMTP_CMD_XCLIENT: exec_xclient(sess, cmd, c); break;
+    case SMTP_CMD_STARTTLS: exec_starttls(sess, cmd); break;
     case SMTP_CMD_HELP: session_reply(sess, cmd, "214 2.0.0 https://www.rfc-editor.org/rfc/rfc2033"); break;
     default: session_reply(sess, cmd, "502 5.5.1 Command not implemented"); break;
     }
@@ -350,6 +377,46 @@ static void update_idle_timeout(struct session *sess)
     }
 }
 
+static void greet(struct session *sess)
+{
+    stream_printf(sess->s, "220 %s LMTP ready\r\n", sess->env->set->hostname);
+}
+
+/* The handshake finished: implicit TLS greets now; after STARTTLS the
+ * session starts over (RFC 3207: forget LHLO and the transaction). */
+static void on_tls(void *ctx, int err, const char *error_text)
+{
+    struct session *sess = ctx;
+    if (err < 0) {
+        log_info("lmtp(%s): TLS handshake failed: %s", sess->id,
+                 error_text != NULL ? error_text : stream_strerror(err));
+        stream_destroy(&sess->s);
+        session_free(sess);
+        return;
+    }
+    log_debug("lmtp(%s): %s", sess->id, stream_tls_info(sess->s));
+    sess->input = IN_COMMANDS;
+    if (sess->starttls_pending) {
+        sess->starttls_pending = false;
+        txn_free(&sess->txn);
+        free(sess->helo);
+        sess->helo = NULL;
+    } else {
+        greet(sess);
+    }
+    session_run(sess);
+}
+
+static void start_tls(struct session *sess)
+{
+    sess->input = IN_DATA_WAIT;
+    size_t dropped = stream_start_tls_server(sess->s, sess->env->tls_server, on_tls, sess);
+    if (dropped > 0)
+        log_warn("lmtp(%s): %zu bytes sent after STARTTLS were discarded", sess->id, dropped);
+    stream_set_idle_timeout(sess->s, 0);
+    sess->idle_timeout_ms = 0;
+}
+
 /* The session's engine: execute, flush, read more, until nothing changes.
  * Re-entrant calls (from callbacks it triggers) only ask for another round. */
 void session_run(struct session *sess)
@@ -369,6 +436,10 @@ void session_run(struct session *sess)
         if (sess->draining && sess->queue_head == NULL && sess->txn == NULL &&
             sess->input == IN_COMMANDS) {
             close_session(sess, "421 4.3.2 Service shutting down\r\n");
+            break;
+        }
+        if (sess->starttls_pending && sess->queue_head == NULL) {
+            start_tls(sess);
             break;
         }
         if (read_input(sess))
@@ -408,8 +479,8 @@ static void take_line(struct session *sess, const char *line, size_t len)
         return;
     }
     cmd->verb = sess->parsed.verb;
-    if (cmd->verb == SMTP_CMD_DATA) {
-        sess->input = IN_DATA_WAIT;
+    if (cmd->verb == SMTP_CMD_DATA || cmd->verb == SMTP_CMD_STARTTLS) {
+        sess->input = IN_DATA_WAIT; /* what follows is not a command (yet) */
     } else if (cmd->verb == SMTP_CMD_BDAT) {
         sess->input = IN_BDAT;
         sess->bdat_cmd = cmd;
@@ -532,7 +603,7 @@ static void on_close(void *ctx, int err)
 
 static const struct stream_handler session_handler = {on_input, NULL, on_close};
 
-void lmtp_session_start(struct lmtp_env *env, struct stream *s)
+void lmtp_session_start(struct lmtp_env *env, struct stream *s, bool implicit_tls)
 {
     struct session *sess = xcalloc(1, sizeof(*sess));
     lmtp_env_ref(env);
@@ -550,7 +621,17 @@ void lmtp_session_start(struct lmtp_env *env, struct stream *s)
     worker_session_count++;
     stream_set_handler(s, &session_handler, sess);
     stream_set_max_input(s, env->set->lmtp_max_line_length * 2 + 65536);
-    stream_printf(s, "220 %s LMTP ready\r\n", env->set->hostname);
+    if (implicit_tls && env->tls_server != NULL) {
+        start_tls(sess);
+        return;
+    }
+    if (implicit_tls) {
+        log_error("lmtp(%s): listener has ssl = yes but TLS is not configured", sess->id);
+        stream_destroy(&sess->s);
+        session_free(sess);
+        return;
+    }
+    greet(sess);
     update_idle_timeout(sess);
 }
 

@@ -21,6 +21,7 @@
 
 #include "addr.h"
 #include "fields.h"
+#include "tls.h"
 
 enum listener_kind { LISTENER_INET, LISTENER_UNIX };
 
@@ -93,8 +94,27 @@ struct settings {
     uint64_t lmtp_backend_fail_fast_ms;   /* after a connect failure, fail at once; default 2 s */
     uint64_t delay_until_max_ms;          /* longest delay_until hold; default 300 s */
 
+    /* login proxy */
+    uint64_t auth_failure_delay_ms;       /* failed logins answered after this; 2 s */
+    bool disable_plaintext_auth;          /* no LOGIN/PLAIN before TLS unless trusted/loopback */
+    uint64_t login_proxy_timeout_ms;      /* connect + backend login; 30 s (proxy_timeout overrides) */
+    unsigned login_proxy_max_reconnects;  /* on connect failures, 1 s apart; 3 */
+    char *login_greeting;
+    char *imap_local;                     /* "HOST:PORT" of a local IMAP backend, "" = none */
+
+    /* auth cache (src/passdb/auth-cache.h): bytes, 0 = off; TTLs of found
+     * and of unknown users (0 = unknown users are not cached) */
+    uint64_t auth_cache_size;
+    uint64_t auth_cache_ttl_ms;           /* default 1 hour */
+    uint64_t auth_cache_negative_ttl_ms;  /* default 1 hour */
+
     struct listener_settings *listeners;
     unsigned n_listeners;
+
+    /* TLS: ssl, ssl_cert, ssl_key, ssl_ca, ssl_verify_client_cert,
+     * ssl_min_protocol, ssl_priority, ssl_client_*, local_name sections.
+     * Build contexts with tls_server_new(&set->tls) / tls_client_new(). */
+    struct tls_settings tls;
 };
 
 /* Load and validate a config file. On error returns NULL and sets *error_r

@@ -1,4 +1,4 @@
-/* sections - the "passdb" and "service" sections of the configuration:
+/* sections - the "passdb", "service" and "local_name" sections of the config:
  * checking them, storing them in struct settings, dumping and freeing them.
  *
  *   passdb [NAME] { driver = passwd-file|static|sql  args = ...
@@ -7,6 +7,7 @@
  *     inet_listener LABEL { address = ...  port = N  ssl = yes|no  haproxy = yes|no }
  *     unix_listener LABEL { path = ...  mode = 0666 }
  *   }
+ *   local_name NAMES { ssl_cert = <file  ssl_key = <file }   (TLS: SNI)
  *
  * Whether a passdb's args make sense is the passdb driver's business, not
  * this file's. */
@@ -308,6 +309,59 @@ void settings_finish_listeners(struct settings *set)
     }
 }
 
+/* ---- local_name (TLS certificates chosen by SNI) ---- */
+
+static int local_name_setting(struct tls_local_name *ln, const struct config_node *node,
+                              char **error_r)
+{
+    if (!node->section && strcmp(node->key, "ssl_cert") == 0) {
+        replace_str(&ln->cert, node->value);
+        return 0;
+    }
+    if (!node->section && strcmp(node->key, "ssl_key") == 0) {
+        replace_str(&ln->key, node->value);
+        return 0;
+    }
+    return unknown_in_section(node, "local_name", error_r);
+}
+
+static void local_name_clear(struct tls_local_name *ln)
+{
+    free(ln->names);
+    free(ln->cert);
+    if (ln->key != NULL)
+        mem_wipe(ln->key, strlen(ln->key));
+    free(ln->key);
+}
+
+int settings_apply_local_name(struct settings *set, const struct config_node *section,
+                              char **error_r)
+{
+    struct tls_local_name ln = {label_dup(section), NULL, NULL};
+    if (ln.names == NULL) {
+        *error_r = config_node_error(section, "local_name needs a name, e.g. "
+                                              "local_name mail.example.com { ... }");
+        return -1;
+    }
+    for (const struct config_node *n = section->children; n != NULL; n = n->next) {
+        if (local_name_setting(&ln, n, error_r) < 0) {
+            local_name_clear(&ln);
+            return -1;
+        }
+    }
+    if (ln.cert == NULL || ln.cert[0] == '\0' || ln.key == NULL || ln.key[0] == '\0') {
+        *error_r = config_node_error(section, "local_name %s: ssl_cert and ssl_key are required",
+                                     ln.names);
+        local_name_clear(&ln);
+        return -1;
+    }
+    struct tls_settings *tls = &set->tls;
+    tls->local_names = xrealloc(tls->local_names,
+                                (tls->n_local_names + 1) * sizeof(*tls->local_names));
+    tls->local_names[tls->n_local_names++] = ln;
+    return 0;
+}
+
 /* ---- dump ---- */
 
 static void dump_line(FILE *out, int indent, const char *key, const char *value)
@@ -372,6 +426,14 @@ static void dump_listener(FILE *out, const struct listener_settings *l, bool non
     fputs("  }\n", out);
 }
 
+static void dump_local_name(FILE *out, const struct tls_local_name *ln)
+{
+    dump_section_start(out, 0, "local_name", ln->names);
+    dump_line(out, 2, "ssl_cert", ln->cert);
+    fputs("  ssl_key = \"# hidden\"\n", out);
+    fputs("}\n", out);
+}
+
 void settings_dump_sections(const struct settings *set, FILE *out, bool nondefault_only)
 {
     for (unsigned i = 0; i < set->n_passdbs; i++)
@@ -385,6 +447,8 @@ void settings_dump_sections(const struct settings *set, FILE *out, bool nondefau
         if (i + 1 == set->n_listeners || strcmp(set->listeners[i + 1].service, l->service) != 0)
             fputs("}\n", out);
     }
+    for (unsigned i = 0; i < set->tls.n_local_names; i++)
+        dump_local_name(out, &set->tls.local_names[i]);
 }
 
 void settings_free_sections(struct settings *set)
@@ -399,4 +463,5 @@ void settings_free_sections(struct settings *set)
     free(set->listeners);
     set->listeners = NULL;
     set->n_listeners = 0;
+    tls_settings_free_local_names(&set->tls);
 }

@@ -26,6 +26,9 @@ void settings_write_label(FILE *out, const char *label);
 /* sections.c: one "passdb" or "service" node of the tree. */
 int settings_apply_passdb(struct settings *set, const struct config_node *node, char **error_r);
 int settings_apply_service(struct settings *set, const struct config_node *node, char **error_r);
+/* sections.c: "local_name NAMES { ssl_cert ssl_key }" (TLS, SNI). */
+int settings_apply_local_name(struct settings *set, const struct config_node *node,
+                              char **error_r);
 /* Resolve unix_listener paths that are relative to base_dir. */
 void settings_finish_listeners(struct settings *set);
 void settings_dump_sections(const struct settings *set, FILE *out, bool nondefault_only);

@@ -5,7 +5,8 @@
  * Every scalar setting is one row of setting_defs[]. Defaults are written
  * as config text and go through the same parser as the file does, so a
  * default and a configured value can never be stored differently. The
- * sections (passdb, service) are in sections.c; the syntax in parser.c. */
+ * sections (passdb, service, local_name) are in sections.c; the syntax in
+ * parser.c. The TLS settings live in set->tls (io/tls.h). */
 #include "settings-private.h"
 
 #include <limits.h>
@@ -32,15 +33,22 @@ struct setting_def {
     unsigned min, max;           /* SET_UINT */
     const char *const *enum_values; /* SET_ENUM: NULL-terminated; the index is stored */
     setting_check_fn *check;     /* SET_STRING, optional */
+    bool secret;                 /* never shown by the dump (keys) */
 };
 
 /* An enum is stored through an unsigned pointer. */
 _Static_assert(sizeof(enum lmtp_referrals) == sizeof(unsigned), "enum stored as unsigned");
+_Static_assert(sizeof(enum tls_ssl_mode) == sizeof(unsigned), "enum stored as unsigned");
+_Static_assert(sizeof(enum tls_protocol) == sizeof(unsigned), "enum stored as unsigned");
 
 static setting_check_fn check_protocols, check_absolute_path, check_lmtp_local,
     apply_trusted_networks;
+static setting_check_fn check_optional_path, check_ssl_priority;
 
 static const char *const referrals_values[] = {"follow", "reject", NULL};
+/* In the order of enum tls_ssl_mode and enum tls_protocol. */
+static const char *const ssl_values[] = {"no", "yes", "required", NULL};
+static const char *const ssl_protocol_values[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", NULL};
 
 #define OFF(field) offsetof(struct settings, field)
 #define S_STR(name, def, check) {#name, SET_STRING, def, OFF(name), 0, 0, NULL, check}
@@ -50,6 +58,9 @@ static const char *const referrals_values[] = {"follow", "reject", NULL};
 /* The key drops the field's _ms suffix: "lmtp_client_timeout = 5 mins". */
 #define S_MSECS(name, def) {#name, SET_MSECS, def, OFF(name##_ms), 0, 0, NULL, NULL}
 #define S_ENUM(name, def, values) {#name, SET_ENUM, def, OFF(name), 0, 0, values, NULL}
+/* TLS settings live in set->tls (struct tls_settings, io/tls.h). */
+#define S_TLS(name, type, def, values, check, secret) \
+    {#name, type, def, OFF(tls.name), 0, 0, values, check, secret}
 
 static const struct setting_def setting_defs[] = {
     S_STR(protocols, "lmtp", check_protocols),
@@ -82,6 +93,29 @@ static const struct setting_def setting_defs[] = {
     S_UINT(lmtp_backend_max_idle, "16", 0, UINT_MAX),
     S_MSECS(lmtp_backend_fail_fast, "2s"),
     S_MSECS(delay_until_max, "300s"),
+    /* Login proxy (IMAP, POP3, Submission) */
+    S_MSECS(auth_failure_delay, "2s"),
+    S_BOOL(disable_plaintext_auth, "yes"),
+    S_MSECS(login_proxy_timeout, "30s"),
+    S_UINT(login_proxy_max_reconnects, "3", 0, 100),
+    S_STR(login_greeting, "mailroute ready.", NULL),
+    S_STR(imap_local, "", NULL),
+    /* auth cache (passdb answers shared by all workers; 0 = off) */
+    S_SIZE(auth_cache_size, "0"),
+    S_MSECS(auth_cache_ttl, "1 hour"),
+    S_MSECS(auth_cache_negative_ttl, "1 hour"),
+    /* TLS (certificates and keys hold PEM text: "ssl_cert = </path" reads the file) */
+    S_TLS(ssl, SET_ENUM, "no", ssl_values, NULL, false),
+    S_TLS(ssl_cert, SET_STRING, "", NULL, NULL, false),
+    S_TLS(ssl_key, SET_STRING, "", NULL, NULL, true),
+    S_TLS(ssl_ca, SET_STRING, "", NULL, NULL, false),
+    S_TLS(ssl_verify_client_cert, SET_BOOL, "no", NULL, NULL, false),
+    S_TLS(ssl_min_protocol, SET_ENUM, "TLSv1.2", ssl_protocol_values, NULL, false),
+    S_TLS(ssl_priority, SET_STRING, TLS_DEFAULT_PRIORITY, NULL, check_ssl_priority, false),
+    S_TLS(ssl_client_ca_file, SET_STRING, "", NULL, check_optional_path, false),
+    S_TLS(ssl_client_ca_dir, SET_STRING, "", NULL, check_optional_path, false),
+    S_TLS(ssl_client_cert, SET_STRING, "", NULL, NULL, false),
+    S_TLS(ssl_client_key, SET_STRING, "", NULL, NULL, true),
 };
 
 /* ---- small shared helpers ---- */
@@ -133,6 +167,19 @@ static bool check_absolute_path(struct settings *set, const char *value, char *e
         return true;
     snprintf(err, errsize, "expected an absolute path");
     return false;
+}
+
+static bool check_optional_path(struct settings *set, const char *value, char *err,
+                                size_t errsize)
+{
+    return value[0] == '\0' || check_absolute_path(set, value, err, errsize);
+}
+
+static bool check_ssl_priority(struct settings *set, const char *value, char *err,
+                               size_t errsize)
+{
+    (void)set;
+    return tls_priority_check(value, err, errsize);
 }
 
 static bool valid_inet_target(const char *s)
@@ -329,6 +376,8 @@ static int apply_node(struct settings *set, const struct config_node *node, char
         return settings_apply_passdb(set, node, error_r);
     if (strcmp(node->key, "service") == 0)
         return settings_apply_service(set, node, error_r);
+    if (strcmp(node->key, "local_name") == 0)
+        return settings_apply_local_name(set, node, error_r);
     char shown[SETTINGS_EXCERPT_SIZE];
     *error_r = config_node_error(node, "unknown section '%s'", settings_excerpt(node->key, shown));
     return -1;
@@ -378,8 +427,12 @@ void settings_free(struct settings **setp)
     if (set == NULL)
         return;
     for (size_t i = 0; i < ARRAY_LEN(setting_defs); i++) {
-        if (setting_defs[i].type == SET_STRING)
-            free(*(char **)((char *)set + setting_defs[i].offset));
+        if (setting_defs[i].type != SET_STRING)
+            continue;
+        char *value = *(char **)((char *)set + setting_defs[i].offset);
+        if (setting_defs[i].secret && value != NULL)
+            mem_wipe(value, strlen(value));
+        free(value);
     }
     cidr_set_free(&set->login_trusted_networks);
     settings_free_sections(set);
@@ -515,7 +568,10 @@ static void dump_setting(const struct settings *set, const struct settings *defa
     const char *d = deflt.data != NULL ? deflt.data : "";
     if (defaults == set || strcmp(v, d) != 0) {
         fprintf(out, "%s = ", def->name);
-        if (def->type == SET_STRING)
+        /* Quoted, so that the dump still loads back to the same dump. */
+        if (def->secret && v[0] != '\0')
+            fputs("\"# hidden\"", out);
+        else if (def->type == SET_STRING)
             settings_write_value(out, v);
         else
             fputs(v, out);

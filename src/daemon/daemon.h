@@ -15,9 +15,12 @@ struct generation {
     atomic_int refs;
     struct settings *set;
     struct route_self self;
+    struct tls_server *tls_server; /* NULL when no TLS is offered to clients */
+    struct tls_client *tls_client; /* for backends that ask for ssl/starttls */
 };
 
-struct generation *generation_new(struct settings *set);
+/* Takes set. NULL with *error_r (heap) when TLS contexts do not load. */
+struct generation *generation_new(struct settings *set, char **error_r);
 void generation_ref(struct generation *g);
 void generation_unref(struct generation *g);
 

@@ -7,12 +7,38 @@
 #include "log.h"
 #include "mem.h"
 #include "resolve.h"
+#include "tls.h"
 
-struct generation *generation_new(struct settings *set)
+/* TLS is offered when ssl is not "no" or a listener has "ssl = yes". */
+static bool wants_tls_server(const struct settings *set)
+{
+    if (set->tls.ssl != TLS_SSL_NO)
+        return true;
+    for (unsigned i = 0; i < set->n_listeners; i++) {
+        if (set->listeners[i].ssl)
+            return true;
+    }
+    return false;
+}
+
+struct generation *generation_new(struct settings *set, char **error_r)
 {
     struct generation *g = xcalloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->set = set;
+    if (wants_tls_server(set)) {
+        g->tls_server = tls_server_new(&set->tls, error_r);
+        if (g->tls_server == NULL) {
+            free(g);
+            return NULL;
+        }
+    }
+    g->tls_client = tls_client_new(&set->tls, error_r);
+    if (g->tls_client == NULL) {
+        tls_server_unref(&g->tls_server);
+        free(g);
+        return NULL;
+    }
     self_build(&g->self, set);
     return g;
 }
@@ -27,6 +53,8 @@ void generation_unref(struct generation *g)
     if (atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     self_free(&g->self);
+    tls_server_unref(&g->tls_server);
+    tls_client_unref(&g->tls_client);
     settings_free(&g->set);
     free(g);
 }

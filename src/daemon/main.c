@@ -55,7 +55,16 @@ int main(int argc, char **argv)
         usage(stderr);
         ret = EX_USAGE;
     } else if (check) {
+        /* Certificates and keys are loaded too, so -t finds their errors. */
+        struct generation *gen = generation_new(set, &error);
+        if (gen == NULL) {
+            fprintf(stderr, "%s: %s\n", config, error);
+            free(error);
+            return EX_CONFIG;
+        }
         printf("%s: configuration OK\n", config);
+        generation_unref(gen);
+        return 0;
     } else if (dump || dump_all) {
         settings_dump(set, stdout, !dump_all);
     } else {

@@ -14,14 +14,22 @@
 
 #include "daemon.h"
 #include "listener.h"
+#include "imap-login.h"
 #include "lmtp.h"
 #include "log.h"
 #include "mem.h"
 #include "passdb.h"
 
+struct worker;
+
+enum listen_service { SERVICE_LMTP, SERVICE_IMAP };
+
 struct listen_fd {
     int fd;
     bool is_unix;
+    bool ssl;               /* implicit TLS */
+    enum listen_service service;
+    struct worker *w;
 };
 
 struct worker {
@@ -34,6 +42,7 @@ struct worker {
     struct listener **listeners;
     struct backend_pool *pool;
     struct lmtp_env *env;
+    struct login_env *login_env;  /* NULL without login listeners */
     struct timer *stop_timer;
     struct timer *stop_poll;
     pthread_mutex_t lock;
@@ -64,6 +73,8 @@ static struct lmtp_env *env_new(struct worker *w, struct generation *gen, char *
     env->passdb = db;
     env->self = &gen->self;
     env->pool = w->pool;
+    env->tls_server = gen->tls_server;
+    env->tls_client = gen->tls_client;
     env->release = env_release;
     env->release_ctx = gen;
     generation_ref(gen);
@@ -72,10 +83,53 @@ static struct lmtp_env *env_new(struct worker *w, struct generation *gen, char *
     return env;
 }
 
+static void login_env_release(void *ctx)
+{
+    generation_unref(ctx);
+}
+
+static bool has_login_listeners(const struct settings *set)
+{
+    for (unsigned i = 0; i < set->n_listeners; i++) {
+        if (strcmp(set->listeners[i].service, "imap") == 0 &&
+            settings_has_protocol(set, "imap"))
+            return true;
+    }
+    return false;
+}
+
+/* The login protocols get their own passdb instance: a password check and
+ * an LMTP route lookup never wait for each other. */
+static struct login_env *login_env_new(struct worker *w, struct generation *gen, char **error_r)
+{
+    if (!has_login_listeners(gen->set))
+        return NULL;
+    struct passdb *db = passdb_create(gen->set, w->loop, error_r);
+    if (db == NULL)
+        return NULL;
+    struct login_env *env = xcalloc(1, sizeof(*env));
+    env->refs = 1;
+    env->loop = w->loop;
+    env->set = gen->set;
+    env->passdb = db;
+    env->self = &gen->self;
+    env->tls_server = gen->tls_server;
+    env->tls_client = gen->tls_client;
+    env->release = login_env_release;
+    env->release_ctx = gen;
+    generation_ref(gen);
+    return env;
+}
+
 static void on_accept(void *ctx, struct stream *s)
 {
-    struct worker *w = ctx;
-    lmtp_session_start(w->env, s);
+    struct listen_fd *lf = ctx;
+    if (lf->service == SERVICE_IMAP && lf->w->login_env != NULL)
+        login_session_start(lf->w->login_env, s, &imap_login_front, &imap_login_back);
+    else if (lf->service == SERVICE_LMTP)
+        lmtp_session_start(lf->w->env, s, lf->ssl);
+    else
+        stream_destroy(&s);
 }
 
 static void stop_poll(void *ctx)
@@ -124,6 +178,12 @@ static void on_wakeup(void *ctx)
         } else {
             lmtp_env_unref(&w->env);
             w->env = env;
+            login_env_unref(&w->login_env);
+            w->login_env = login_env_new(w, gen, &error);
+            if (error != NULL) {
+                log_error("worker %u: login passdb: %s", w->id, error);
+                free(error);
+            }
         }
         generation_unref(gen);
     }
@@ -144,6 +204,7 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < w->n_fds; i++)
         listener_free(&w->listeners[i]);
     lmtp_env_unref(&w->env);
+    login_env_unref(&w->login_env);
     loop_waker_free(&w->waker);
     backend_pool_free(&w->pool);
     loop_free(&w->loop);
@@ -154,14 +215,20 @@ static void *worker_main(void *arg)
 
 struct fd_ctx {
     struct worker *w;
+    bool ssl;
+    enum listen_service service;
     bool ok;
 };
 
-static void add_fd(struct worker *w, int fd, bool is_unix)
+static void add_fd(struct worker *w, int fd, bool is_unix, bool ssl,
+                   enum listen_service service)
 {
     w->fds = xrealloc(w->fds, (w->n_fds + 1) * sizeof(*w->fds));
     w->fds[w->n_fds].fd = fd;
     w->fds[w->n_fds].is_unix = is_unix;
+    w->fds[w->n_fds].ssl = ssl;
+    w->fds[w->n_fds].service = service;
+    w->fds[w->n_fds].w = w;
     w->n_fds++;
 }
 
@@ -180,7 +247,7 @@ static void open_tcp(void *ctx, const struct addr *a)
         c->ok = false;
         return;
     }
-    add_fd(c->w, fd, false);
+    add_fd(c->w, fd, false, c->ssl, c->service);
 }
 
 static bool open_listeners(const struct settings *set)
@@ -189,6 +256,16 @@ static bool open_listeners(const struct settings *set)
         const struct listener_settings *l = &set->listeners[i];
         if (!settings_has_protocol(set, l->service))
             continue;
+        enum listen_service service;
+        if (strcmp(l->service, "lmtp") == 0) {
+            service = SERVICE_LMTP;
+        } else if (strcmp(l->service, "imap") == 0) {
+            service = SERVICE_IMAP;
+        } else {
+            log_warn("service %s: not implemented yet, listener %s ignored", l->service,
+                     l->label);
+            continue;
+        }
         if (l->kind == LISTENER_UNIX) {
             char *error = NULL;
             int fd = listen_socket_unix(l->path, l->mode, &error);
@@ -198,11 +275,11 @@ static bool open_listeners(const struct settings *set)
                 return false;
             }
             for (unsigned k = 0; k < n_workers; k++)
-                add_fd(&workers[k], k == 0 ? fd : dup(fd), true);
+                add_fd(&workers[k], k == 0 ? fd : dup(fd), true, false, service);
             continue;
         }
         for (unsigned k = 0; k < n_workers; k++) {
-            struct fd_ctx c = {&workers[k], true};
+            struct fd_ctx c = {&workers[k], l->ssl, service, true};
             foreach_listen_addr(set, l, open_tcp, &c);
             if (!c.ok)
                 return false;
@@ -225,10 +302,16 @@ static bool worker_init(struct worker *w, unsigned id)
         free(error);
         return false;
     }
+    w->login_env = login_env_new(w, current_gen, &error);
+    if (error != NULL) {
+        log_error("passdb: %s", error);
+        free(error);
+        return false;
+    }
     w->listeners = xcalloc(w->n_fds, sizeof(*w->listeners));
     for (size_t i = 0; i < w->n_fds; i++) {
-        w->listeners[i] = listener_new(w->loop, w->fds[i].fd, w->fds[i].is_unix, on_accept, w,
-                                       &error);
+        w->listeners[i] = listener_new(w->loop, w->fds[i].fd, w->fds[i].is_unix, on_accept,
+                                       &w->fds[i], &error);
         if (w->listeners[i] == NULL) {
             log_error("%s", error);
             free(error);
@@ -268,7 +351,13 @@ static void on_sighup(void *ctx)
         free(error);
         return;
     }
-    struct generation *gen = generation_new(set);
+    struct generation *gen = generation_new(set, &error);
+    if (gen == NULL) {
+        log_error("reload failed, keeping the old configuration: %s", error);
+        free(error);
+        settings_free(&set);
+        return;
+    }
     log_info("reloading configuration from %s (listeners are kept as they are)", config_file);
     log_set_debug(set->log_debug);
     tell_workers(gen, false);
@@ -301,7 +390,14 @@ int run_daemon(const char *config_path, struct settings *set)
     }
     log_set_debug(set->log_debug);
     signal(SIGPIPE, SIG_IGN);
-    current_gen = generation_new(set);
+    char *error = NULL;
+    current_gen = generation_new(set, &error);
+    if (current_gen == NULL) {
+        log_error("%s", error);
+        free(error);
+        settings_free(&set);
+        return 1;
+    }
     n_workers = worker_count(set);
     workers = xcalloc(n_workers, sizeof(*workers));
     if (!open_listeners(set))

@@ -10,7 +10,12 @@
  *
  * Lifetime: "refs" counts callbacks on the stack. stream_destroy() inside a
  * callback marks the stream dead; the handle is closed when the outermost
- * callback returns, and freed in the close callback. */
+ * callback returns, and freed in the close callback.
+ *
+ * TLS (tls.c) sits between the socket and these buffers: with s->tls set,
+ * reads go to the TLS layer's ciphertext buffer and come back decrypted
+ * through stream_input_plain(); writes are queued as plain text and
+ * encrypted into s->out when the stream flushes. */
 #include "stream.h"
 
 #include <errno.h>
@@ -41,13 +46,13 @@ void stream_set_handler(struct stream *s, const struct stream_handler *h, void *
     s->ctx = ctx;
 }
 
-static void enter(struct stream *s)
+void stream_enter(struct stream *s)
 {
     s->refs++;
 }
 
 /* Returns false when the stream died during the callback (do not touch it). */
-static bool leave(struct stream *s)
+bool stream_leave(struct stream *s)
 {
     if (--s->refs == 0 && s->dead) {
         stream_really_close(s);
@@ -56,17 +61,19 @@ static bool leave(struct stream *s)
     return !s->dead;
 }
 
-static void notify_close(struct stream *s, int err)
+void stream_notify_close(struct stream *s, int err)
 {
     if (s->close_notified || s->dead)
+        return;
+    if (s->tls != NULL && tls_close_in_handshake(s, err))
         return;
     s->close_notified = true;
     s->reading = false;
     uv_read_stop(s->uvs);
     if (s->handler != NULL && s->handler->on_close != NULL) {
-        enter(s);
+        stream_enter(s);
         s->handler->on_close(s->ctx, err);
-        leave(s);
+        stream_leave(s);
     }
 }
 
@@ -128,7 +135,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct stream *s = h->data;
     (void)suggested;
-    if (buf_used(&s->in) == 0) {
+    s->read_to_tls = s->tls != NULL;
+    if (s->read_to_tls) {
+        size_t len;
+        b->base = tls_rx_space(s, &len);
+        b->len = len;
+    } else if (buf_used(&s->in) == 0) {
         b->base = s->loop->scratch;
         b->len = s->loop->scratch_size;
         s->read_to_scratch = true;
@@ -143,9 +155,9 @@ static void deliver_input(struct stream *s)
 {
     if (s->handler == NULL || s->handler->on_input == NULL || s->close_notified)
         return;
-    enter(s);
+    stream_enter(s);
     s->handler->on_input(s->ctx);
-    leave(s);
+    stream_leave(s);
 }
 
 /* Bytes arrived in the scratch buffer: let the owner consume them in place,
@@ -154,16 +166,16 @@ static void deliver_scratch(struct stream *s, size_t n)
 {
     struct buf view = {s->loop->scratch, 0, n, s->loop->scratch_size};
     s->view = &view;
-    enter(s);
+    stream_enter(s);
     if (s->handler != NULL && s->handler->on_input != NULL && !s->close_notified)
         s->handler->on_input(s->ctx);
     s->view = NULL;
     if (!s->dead && buf_used(&view) > 0)
         buf_append(&s->in, buf_ptr(&view), buf_used(&view));
-    leave(s);
+    stream_leave(s);
 }
 
-static void check_input_cap(struct stream *s)
+void stream_check_input_cap(struct stream *s)
 {
     if (s->reading && buf_used(&s->in) >= s->max_input) {
         uv_read_stop(s->uvs);
@@ -190,20 +202,25 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b)
     (void)b;
     if (s->dead)
         return;
-    enter(s);
+    stream_enter(s);
+    bool to_tls = s->read_to_tls;
+    s->read_to_tls = false;
+    if (to_tls)
+        tls_rx(s, nread); /* decrypts and delivers */
     if (nread > 0) {
-        stream_input_plain(s, b->base, (size_t)nread, s->read_to_scratch);
+        if (!to_tls)
+            stream_input_plain(s, b->base, (size_t)nread, s->read_to_scratch);
         if (!s->dead)
-            check_input_cap(s);
+            stream_check_input_cap(s);
     } else if (nread == UV_EOF) {
-        notify_close(s, 0);
+        stream_notify_close(s, 0);
     } else if (nread < 0) {
-        notify_close(s, (int)nread);
+        stream_notify_close(s, (int)nread);
     }
-    leave(s);
+    stream_leave(s);
 }
 
-static void start_reading(struct stream *s)
+void stream_start_reading(struct stream *s)
 {
     if (s->reading || s->paused || s->close_notified || s->dead)
         return;
@@ -226,16 +243,19 @@ static void resume_deferred(void *ctx)
     s->resume_pending = false;
     if (s->paused || s->dead)
         return;
-    enter(s);
+    stream_enter(s);
     if (buf_used(&s->in) > 0)
         deliver_input(s);
+    /* Records GnuTLS already holds bring no further read event. */
+    if (s->tls != NULL && !s->dead && !s->paused)
+        tls_pump(s);
     if (!s->dead && !s->paused) {
         s->capped = false;
-        check_input_cap(s);
+        stream_check_input_cap(s);
         if (!s->capped)
-            start_reading(s);
+            stream_start_reading(s);
     }
-    leave(s);
+    stream_leave(s);
 }
 
 void stream_resume(struct stream *s)
@@ -263,7 +283,7 @@ static void on_idle_timer(void *ctx)
         timer_start(s->idle_timer, s->idle_timeout_ms - (now - s->last_input_ms));
         return;
     }
-    notify_close(s, STREAM_ETIMEDOUT);
+    stream_notify_close(s, STREAM_ETIMEDOUT);
 }
 
 void stream_set_idle_timeout(struct stream *s, uint64_t ms)
@@ -284,7 +304,8 @@ void stream_set_idle_timeout(struct stream *s, uint64_t ms)
 
 size_t stream_output_pending(const struct stream *s)
 {
-    return buf_used(&s->out) + buf_used(&s->inflight);
+    size_t plain = s->tls != NULL ? tls_plain_pending(s) : 0;
+    return buf_used(&s->out) + buf_used(&s->inflight) + plain;
 }
 
 static void flush_deferred(void *ctx)
@@ -294,19 +315,29 @@ static void flush_deferred(void *ctx)
     stream_flush(s);
 }
 
-void stream_output_raw(struct stream *s, const void *data, size_t n)
+void stream_schedule_flush(struct stream *s)
 {
-    buf_append(&s->out, data, n);
     if (!s->flush_pending && !s->writing) {
         s->flush_pending = true;
         loop_defer(s->loop, flush_deferred, s);
     }
 }
 
+void stream_output_raw(struct stream *s, const void *data, size_t n)
+{
+    buf_append(&s->out, data, n);
+    stream_schedule_flush(s);
+}
+
 void stream_write(struct stream *s, const void *data, size_t n)
 {
     if (s->dead || s->write_failed || n == 0)
         return;
+    if (s->tls != NULL) {
+        buf_append(tls_plain_out(s), data, n);
+        stream_schedule_flush(s);
+        return;
+    }
     stream_output_raw(s, data, n);
 }
 
@@ -321,9 +352,9 @@ void stream_printf(struct stream *s, const char *fmt, ...)
     if (s->dead || s->write_failed)
         return;
     va_start(ap, fmt);
-    buf_vprintf(&s->out, fmt, ap);
+    buf_vprintf(s->tls != NULL ? tls_plain_out(s) : &s->out, fmt, ap);
     va_end(ap);
-    stream_output_raw(s, NULL, 0);
+    stream_schedule_flush(s);
 }
 
 void stream_want_drain(struct stream *s, size_t low)
@@ -342,9 +373,9 @@ static void check_drain(struct stream *s)
         return;
     s->want_drain = false;
     if (s->handler != NULL && s->handler->on_drain != NULL && !s->close_notified) {
-        enter(s);
+        stream_enter(s);
         s->handler->on_drain(s->ctx);
-        leave(s);
+        stream_leave(s);
     }
 }
 
@@ -352,11 +383,13 @@ static void write_failed(struct stream *s, int err)
 {
     s->write_failed = true;
     buf_free(&s->out);
+    if (s->tls != NULL)
+        buf_free(tls_plain_out(s));
     if (s->closing_after_flush) {
         stream_destroy(&s);
         return;
     }
-    notify_close(s, err);
+    stream_notify_close(s, err);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -369,18 +402,22 @@ static void on_write(uv_write_t *req, int status)
             stream_really_close(s);
         return;
     }
-    enter(s);
+    stream_enter(s);
     if (status < 0)
         write_failed(s, status);
     else
         stream_flush(s);
-    leave(s);
+    stream_leave(s);
 }
 
 static void stream_flush(struct stream *s)
 {
     if (s->dead || s->writing || s->write_failed)
         return;
+    if (s->tls != NULL && tls_encrypt(s) < 0) {
+        write_failed(s, STREAM_ETLS);
+        return;
+    }
     if (buf_used(&s->out) > 0) {
         uv_buf_t b = uv_buf_init((char *)buf_ptr(&s->out), (unsigned)buf_used(&s->out));
         int n = uv_try_write(s->uvs, &b, 1);
@@ -418,6 +455,8 @@ void stream_close_after_flush(struct stream *s)
     s->handler = NULL;
     s->closing_after_flush = true;
     stream_pause(s);
+    if (s->tls != NULL)
+        tls_close_after_flush(s);
     if (stream_output_pending(s) == 0 && !s->flush_pending) {
         stream_destroy(&s);
         return;
@@ -447,6 +486,8 @@ static void stream_really_close(struct stream *s)
     if (s->handle_closing)
         return;
     s->handle_closing = true;
+    if (s->tls != NULL)
+        tls_stream_closing(s);
     timer_free(&s->idle_timer);
     loop_defer_cancel(s->loop, flush_deferred, s);
     loop_defer_cancel(s->loop, resume_deferred, s);
@@ -492,6 +533,10 @@ const char *stream_strerror(int err)
 {
     if (err == STREAM_ETIMEDOUT)
         return "timed out";
+    if (err == STREAM_ETLS)
+        return "TLS error";
+    if (err == STREAM_ETLS_VERIFY)
+        return "certificate verification failed";
     if (err == 0)
         return "connection closed";
     return uv_strerror(err);
@@ -532,5 +577,5 @@ void stream_fill_addrs(struct stream *s)
 
 void stream_start(struct stream *s)
 {
-    start_reading(s);
+    stream_start_reading(s);
 }

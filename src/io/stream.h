@@ -31,6 +31,11 @@
 #include "loop.h"
 
 #define STREAM_ETIMEDOUT (-110000)
+/* TLS failed: the record layer, or a handshake that did not complete. */
+#define STREAM_ETLS (-110001)
+/* TLS handshake failed because the peer's certificate did not verify (not
+ * worth retrying against the same peer). */
+#define STREAM_ETLS_VERIFY (-110002)
 
 struct stream;
 
@@ -83,6 +88,47 @@ const struct addr *stream_peer(const struct stream *s);
 const struct addr *stream_local(const struct stream *s);
 bool stream_is_unix(const struct stream *s);
 const char *stream_strerror(int err);
+
+/* TLS (GnuTLS, see tls.h for the contexts).
+ *
+ * Starting TLS discards any plain input already buffered: bytes a peer sent
+ * after STARTTLS in the same packet must never be executed (returns how many
+ * were discarded). Plain output already queued (the "go ahead" reply) still
+ * leaves before the handshake. The stream reads even if it was paused.
+ * While the handshake runs, on_input/on_drain/on_close are not called and
+ * what is written is queued; then fn(ctx, err, error_text) is called once:
+ *   err 0: established. From now on the handler sees the decrypted stream
+ *          exactly as before; stream_write encrypts.
+ *   err < 0: failed (STREAM_ETIMEDOUT, STREAM_ETLS, STREAM_ETLS_VERIFY or a
+ *          libuv error), error_text says why, e.g. "certificate
+ *          verification failed: the certificate is expired", "host name
+ *          mismatch: wrong.test", "handshake timed out". No other callback
+ *          follows: the owner must stream_destroy() the stream.
+ * The server side is also the implicit-TLS accept: call it right after the
+ * listener hands over the stream.
+ * Memory: the TLS buffers are freed when empty, as the others; what stays
+ * for an idle TLS stream is GnuTLS's session state (about 11 KiB). */
+struct tls_server;
+struct tls_client;
+typedef void stream_tls_fn(void *ctx, int err, const char *error_text);
+size_t stream_start_tls_server(struct stream *s, struct tls_server *t, stream_tls_fn *fn,
+                               void *ctx);
+/* verify_name: the name (or IP literal, checked against IP SANs) the
+ * certificate must be valid for, or NULL for any certificate (no check at
+ * all). sni: the server name to send, NULL for none (IP literals are never
+ * sent). timeout_ms: for the whole handshake, 0 for none. */
+size_t stream_start_tls_client(struct stream *s, struct tls_client *t, const char *verify_name,
+                               const char *sni, uint64_t timeout_ms, stream_tls_fn *fn,
+                               void *ctx);
+bool stream_is_tls(const struct stream *s);
+/* "TLSv1.3 with cipher AES-256-GCM" (", resumed"), for logs; "" without TLS
+ * or before the handshake completed. */
+const char *stream_tls_info(const struct stream *s);
+bool stream_tls_resumed(const struct stream *s);
+/* Server side: the client sent a certificate that verified against ssl_ca. */
+bool stream_tls_peer_cert_verified(const struct stream *s);
+/* What went wrong when on_close reported STREAM_ETLS; NULL otherwise. */
+const char *stream_tls_error(const struct stream *s);
 
 /* Outgoing connections. The callback gets the connected stream (owned by the
  * callee from then on), or NULL and an error. */

@@ -48,6 +48,7 @@ static void set_tempfail(struct route_decision *d, enum route_tempfail_kind kind
 static void target_free(struct route_target *t)
 {
     free(t->host);
+    free(t->tls_name);
     free(t->destuser);
     if (t->pass != NULL)
         mem_wipe(t->pass, strlen(t->pass));
@@ -155,11 +156,26 @@ static void copy_forward(const struct fields *f, struct route_target *t)
     }
 }
 
+/* A certificate is checked against the host as given; when that is an IP
+ * literal a "hostname" (or Dovecot's "destination_name") field may name
+ * what the certificate says instead. */
+static char *tls_name_for(const struct fields *f, const char *host)
+{
+    struct addr ip;
+    const char *name = field_value(f, "hostname");
+    if (name == NULL)
+        name = field_value(f, "destination_name");
+    if (host != NULL && (name == NULL || !addr_parse_ip(host, &ip)))
+        return xstrdup(host);
+    return dup_or_null(name);
+}
+
 /* Strings and flags that need no validation. An empty master is ignored, as
  * in Dovecot since 2.3.13; the other strings follow the same rule. */
 static void copy_plain_fields(const struct fields *f, struct route_target *t)
 {
     t->host = dup_or_null(field_value(f, "host"));
+    t->tls_name = tls_name_for(f, t->host);
     t->destuser = dup_or_null(field_value(f, "destuser"));
     t->master = dup_or_null(field_value(f, "master"));
     t->pass = dup_or_null(field_value(f, "pass"));

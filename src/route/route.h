@@ -67,6 +67,8 @@ struct route_target {
     enum route_proto protocol; /* LMTP front: lmtp|smtp from the "protocol" field */
     enum route_tls tls;
     bool tls_verify;         /* false for any-cert */
+    char *tls_name;          /* the name the certificate must match: host, or the
+                              * hostname/destination_name field when host is an IP */
     struct addr source_ip;   /* family 0: none */
     char *destuser;          /* NULL: the user as looked up */
     char *master;            /* master user for the backend login (login protocols) */

@@ -1,0 +1,581 @@
+/* login.c - the protocol-independent login flow: credentials -> passdb ->
+ * routing decision -> backend connection and login -> relay.
+ *
+ * States: PRELOGIN (the front parses commands), AUTH (passdb, DNS, delays),
+ * BACKEND (connecting and logging in; the client is paused, so commands it
+ * pipelined after the login stay buffered and reach the backend through the
+ * relay), RELAY (the relay owns both streams; this object only waits for
+ * its end to log it). Front and back callbacks may close the session:
+ * "busy" defers the free until the outermost callback returned. */
+#include "login.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mem.h"
+#include "relay.h"
+#include "resolve.h"
+
+enum login_state { LS_PRELOGIN, LS_AUTH, LS_BACKEND, LS_RELAY };
+
+struct login_session {
+    struct login_env *env;
+    const struct login_front *front;
+    const struct login_back *back;
+    void *fstate, *bstate;
+    struct stream *client, *backend;
+    char id[SID_LEN + 1];
+    struct addr client_addr, local_addr;
+    bool trusted;
+    int ttl;
+    enum login_state state;
+    char *user, *password, *mech;
+    struct passdb_lookup *lookup;
+    struct resolve *resolve;
+    struct stream_connect *conn;
+    struct timer *timer;           /* failure delay, delay_until, reconnect, login timeout */
+    void (*timer_fn)(struct login_session *ls);
+    enum passdb_result result;
+    struct fields fields;
+    struct route_decision decision;
+    bool have_decision;
+    struct route_target local_target; /* imap_local & co. */
+    bool to_local;
+    unsigned attempts;
+    uint64_t deadline_ms;
+    uint64_t start_ms;
+    int busy;
+    bool dead;
+    bool in_back_input;       /* the back's state is freed after its callback */
+    void *bstate_dead;
+};
+
+static void session_free(struct login_session *ls);
+static void connect_backend(struct login_session *ls);
+
+/* Re-entrancy guard */
+
+static void enter(struct login_session *ls)
+{
+    ls->busy++;
+}
+
+static void leave(struct login_session *ls)
+{
+    if (--ls->busy == 0 && ls->dead)
+        session_free(ls);
+}
+
+void login_env_ref(struct login_env *env)
+{
+    env->refs++;
+}
+
+void login_env_unref(struct login_env **envp)
+{
+    struct login_env *env = *envp;
+    if (env == NULL)
+        return;
+    *envp = NULL;
+    if (--env->refs > 0)
+        return;
+    passdb_destroy(&env->passdb);
+    if (env->release != NULL)
+        env->release(env->release_ctx);
+    free(env);
+}
+
+/* Accessors */
+
+struct stream *login_client(struct login_session *ls) { return ls->client; }
+struct stream *login_backend(struct login_session *ls) { return ls->backend; }
+const char *login_session_id(const struct login_session *ls) { return ls->id; }
+bool login_client_trusted(const struct login_session *ls) { return ls->trusted; }
+const struct settings *login_settings(const struct login_session *ls) { return ls->env->set; }
+const struct addr *login_client_addr(const struct login_session *ls) { return &ls->client_addr; }
+const struct addr *login_local_addr(const struct login_session *ls) { return &ls->local_addr; }
+int login_ttl(const struct login_session *ls) { return ls->ttl; }
+
+const struct route_target *login_target(const struct login_session *ls)
+{
+    return ls->to_local ? &ls->local_target : &ls->decision.target;
+}
+
+const char *login_user(const struct login_session *ls)
+{
+    const struct route_target *t = login_target(ls);
+    return t->destuser != NULL ? t->destuser : ls->user;
+}
+
+const char *login_password(const struct login_session *ls)
+{
+    const struct route_target *t = login_target(ls);
+    return t->pass != NULL ? t->pass : ls->password;
+}
+
+bool login_plaintext_allowed(const struct login_session *ls)
+{
+    return !ls->env->set->disable_plaintext_auth || stream_is_tls(ls->client) || ls->trusted ||
+           addr_is_loopback(&ls->client_addr) || stream_is_unix(ls->client);
+}
+
+/* Timer */
+
+static void on_timer(void *ctx)
+{
+    struct login_session *ls = ctx;
+    void (*fn)(struct login_session *) = ls->timer_fn;
+    ls->timer_fn = NULL;
+    enter(ls);
+    if (fn != NULL)
+        fn(ls);
+    leave(ls);
+}
+
+static void timer_after(struct login_session *ls, uint64_t ms, void (*fn)(struct login_session *))
+{
+    if (ls->timer == NULL)
+        ls->timer = timer_new(ls->env->loop, on_timer, ls);
+    ls->timer_fn = fn;
+    timer_start(ls->timer, ms);
+}
+
+static void timer_cancel(struct login_session *ls)
+{
+    ls->timer_fn = NULL;
+    if (ls->timer != NULL)
+        timer_stop(ls->timer);
+}
+
+/* Back to the front: the attempt is over, the client may try again. */
+
+/* The back's state goes away; not under the back's own feet. */
+static void free_bstate(struct login_session *ls)
+{
+    if (ls->bstate == NULL)
+        return;
+    if (ls->in_back_input)
+        ls->bstate_dead = ls->bstate;
+    else if (ls->back->free != NULL)
+        ls->back->free(ls->bstate);
+    ls->bstate = NULL;
+}
+
+static void forget_attempt(struct login_session *ls)
+{
+    passdb_lookup_abort(&ls->lookup);
+    resolve_abort(&ls->resolve);
+    stream_connect_abort(&ls->conn);
+    timer_cancel(ls);
+    free_bstate(ls);
+    stream_destroy(&ls->backend);
+    fields_free(&ls->fields);
+    if (ls->have_decision)
+        route_decision_free(&ls->decision);
+    ls->have_decision = false;
+    ls->to_local = false;
+    if (ls->password != NULL)
+        mem_wipe(ls->password, strlen(ls->password));
+    free(ls->password);
+    ls->password = NULL;
+    ls->attempts = 0;
+}
+
+static void back_to_prelogin(struct login_session *ls)
+{
+    forget_attempt(ls);
+    ls->state = LS_PRELOGIN;
+    if (ls->client != NULL && !ls->dead)
+        stream_resume(ls->client);
+}
+
+static void fail(struct login_session *ls, enum login_failure f, const char *text)
+{
+    ls->front->failed(ls, ls->fstate, f, text);
+    back_to_prelogin(ls);
+}
+
+static void fail_temp(struct login_session *ls, const char *why)
+{
+    char safe[256];
+    log_info("%s(%s): login of %s failed temporarily: %s", ls->front->service, ls->id,
+             log_sanitize(safe, sizeof(safe), ls->user), why);
+    fail(ls, LOGIN_FAIL_TEMP, NULL);
+}
+
+/* Refusals wait auth_failure_delay, so guessing is slow. */
+static void delayed_refusal(struct login_session *ls)
+{
+    bool nologin = ls->have_decision && ls->decision.refuse == ROUTE_REFUSE_NOLOGIN;
+    const char *reason = ls->have_decision ? ls->decision.reason : NULL;
+    fail(ls, nologin ? LOGIN_FAIL_NOLOGIN : LOGIN_FAIL_AUTH, reason);
+}
+
+static void refuse(struct login_session *ls)
+{
+    char safe[256];
+    log_info("%s(%s): login of %s refused (%s)", ls->front->service, ls->id,
+             log_sanitize(safe, sizeof(safe), ls->user), passdb_result_str(ls->result));
+    bool nodelay = fields_has(&ls->fields, "nodelay");
+    bool nologin = ls->have_decision && ls->decision.refuse == ROUTE_REFUSE_NOLOGIN;
+    /* Only failures are delayed: a nologin answer needs the right password. */
+    if (nodelay || nologin || ls->env->set->auth_failure_delay_ms == 0) {
+        delayed_refusal(ls);
+        return;
+    }
+    timer_after(ls, ls->env->set->auth_failure_delay_ms, delayed_refusal);
+}
+
+/* Relay */
+
+static void on_relay_done(void *ctx, enum relay_end end, const struct relay_stats *st)
+{
+    struct login_session *ls = ctx;
+    char safe[256];
+    uint64_t secs = (loop_now_ms(ls->env->loop) - ls->start_ms) / 1000;
+    log_info("%s(%s): user=%s disconnected by %s (%s) after %llus: in=%llu out=%llu",
+             ls->front->service, ls->id, log_sanitize(safe, sizeof(safe), ls->user),
+             end == RELAY_END_CLIENT ? "client" : end == RELAY_END_BACKEND ? "server" : "proxy",
+             st->err == 0 ? "closed" : stream_strerror(st->err), (unsigned long long)secs,
+             (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out);
+    ls->client = ls->backend = NULL;
+    session_free(ls);
+}
+
+void login_backend_accepted(struct login_session *ls, const char *reply)
+{
+    char safe[256], ip[ADDR_STRLEN];
+    timer_cancel(ls);
+    ls->front->logged_in(ls, ls->fstate, reply);
+    if (ls->dead)
+        return;
+    log_info("%s(%s): user=%s rip=%s proxied to %s as %s (%llu ms, %u reconnects)",
+             ls->front->service, ls->id, log_sanitize(safe, sizeof(safe), ls->user),
+             addr_ip_str(&ls->client_addr, ip, sizeof(ip)),
+             login_target(ls)->host != NULL ? login_target(ls)->host : "-", login_user(ls),
+             (unsigned long long)(loop_now_ms(ls->env->loop) - ls->start_ms),
+             ls->attempts > 0 ? ls->attempts - 1 : 0);
+    free_bstate(ls);
+    ls->state = LS_RELAY;
+    ls->start_ms = loop_now_ms(ls->env->loop);
+    struct stream *client = ls->client, *backend = ls->backend;
+    ls->client = ls->backend = NULL;
+    relay_start(client, backend, on_relay_done, ls);
+}
+
+void login_backend_failed(struct login_session *ls, bool temporary, const char *text)
+{
+    if (temporary) {
+        fail_temp(ls, text != NULL ? text : "backend failure");
+        return;
+    }
+    char safe[256], safe_text[512];
+    log_info("%s(%s): backend refused the login of %s: %s", ls->front->service, ls->id,
+             log_sanitize(safe, sizeof(safe), ls->user),
+             log_sanitize(safe_text, sizeof(safe_text), text != NULL ? text : ""));
+    fail(ls, LOGIN_FAIL_BACKEND, text);
+}
+
+/* Backend connection */
+
+static void backend_input(void *ctx)
+{
+    struct login_session *ls = ctx;
+    enter(ls);
+    if (ls->bstate != NULL) {
+        ls->in_back_input = true;
+        ls->back->input(ls, ls->bstate);
+        ls->in_back_input = false;
+        if (ls->bstate_dead != NULL && ls->back->free != NULL)
+            ls->back->free(ls->bstate_dead);
+        ls->bstate_dead = NULL;
+    }
+    leave(ls);
+}
+
+static void backend_closed(void *ctx, int err)
+{
+    struct login_session *ls = ctx;
+    enter(ls);
+    login_backend_failed(ls, true, err == 0 ? "disconnected by the backend during login"
+                                            : stream_strerror(err));
+    leave(ls);
+}
+
+static const struct stream_handler backend_handler = {backend_input, NULL, backend_closed};
+
+static void login_timed_out(struct login_session *ls)
+{
+    fail_temp(ls, "backend login timed out");
+}
+
+static uint64_t time_left(struct login_session *ls)
+{
+    uint64_t now = loop_now_ms(ls->env->loop);
+    return ls->deadline_ms > now ? ls->deadline_ms - now : 0;
+}
+
+static void retry_connect(struct login_session *ls)
+{
+    connect_backend(ls);
+}
+
+static void on_connected(void *ctx, struct stream *s, int err)
+{
+    struct login_session *ls = ctx;
+    ls->conn = NULL;
+    enter(ls);
+    if (s == NULL) {
+        const struct settings *set = ls->env->set;
+        /* Connect failures are retried 1 s apart while time is left. */
+        if (ls->attempts <= set->login_proxy_max_reconnects && time_left(ls) > 1100) {
+            timer_after(ls, 1000, retry_connect);
+        } else {
+            char why[128];
+            snprintf(why, sizeof(why), "connect failed: %s (%u attempts)", stream_strerror(err),
+                     ls->attempts);
+            fail_temp(ls, why);
+        }
+        leave(ls);
+        return;
+    }
+    ls->backend = s;
+    stream_set_handler(s, &backend_handler, ls);
+    timer_after(ls, time_left(ls), login_timed_out);
+    ls->bstate = ls->back->start(ls, s);
+    leave(ls);
+}
+
+static void connect_backend(struct login_session *ls)
+{
+    const struct route_target *t = login_target(ls);
+    ls->attempts++;
+    ls->conn = stream_connect_tcp(ls->env->loop, &t->ip, &t->source_ip, time_left(ls),
+                                  on_connected, ls);
+}
+
+static void start_proxy(struct login_session *ls)
+{
+    const struct route_target *t = login_target(ls);
+    uint64_t timeout = t->timeout_ms > 0 ? t->timeout_ms : ls->env->set->login_proxy_timeout_ms;
+    ls->state = LS_BACKEND;
+    ls->deadline_ms = loop_now_ms(ls->env->loop) + timeout;
+    if (t->tls != ROUTE_TLS_NONE) {
+        /* TLS towards login backends is wired with the TLS layer; never
+         * fall back to plaintext meanwhile. */
+        fail_temp(ls, "TLS to login backends is not supported yet");
+        return;
+    }
+    connect_backend(ls);
+}
+
+/* The protocol's local backend ("imap_local = HOST:PORT"). */
+static bool use_local_backend(struct login_session *ls)
+{
+    const char *spec = ls->env->set->imap_local;
+    if (ls->front->proto != ROUTE_PROTO_IMAP || spec == NULL || spec[0] == '\0')
+        return false;
+    memset(&ls->local_target, 0, sizeof(ls->local_target));
+    if (!addr_parse_ip_port(spec, &ls->local_target.ip) || ls->local_target.ip.port == 0)
+        return false;
+    ls->local_target.protocol = ROUTE_PROTO_IMAP;
+    ls->to_local = true;
+    return true;
+}
+
+/* Decisions */
+
+static void act(struct login_session *ls)
+{
+    const struct route_decision *d = &ls->decision;
+    if (d->log_detail != NULL)
+        log_info("%s(%s): %s", ls->front->service, ls->id, d->log_detail);
+    switch (d->kind) {
+    case ROUTE_PROXY:
+        start_proxy(ls);
+        break;
+    case ROUTE_REFERRAL:
+        if (!d->nologin && use_local_backend(ls)) {
+            start_proxy(ls); /* logged in anyway; the front adds the referral */
+            break;
+        }
+        ls->front->referral(ls, ls->fstate, d);
+        back_to_prelogin(ls);
+        break;
+    case ROUTE_LOCAL:
+        if (use_local_backend(ls))
+            start_proxy(ls);
+        else
+            fail_temp(ls, "no local backend for this protocol");
+        break;
+    case ROUTE_REFUSE:
+        refuse(ls);
+        break;
+    case ROUTE_LOOP:
+        fail_temp(ls, d->loop == ROUTE_LOOP_TTL ? "TTL reached zero: proxies appear to be looping"
+                                                : "proxying loops to itself");
+        break;
+    case ROUTE_TEMPFAIL:
+        fail_temp(ls, d->log_detail != NULL ? d->log_detail : "temporary failure");
+        break;
+    }
+}
+
+const struct route_decision *login_decision(const struct login_session *ls)
+{
+    return ls->have_decision ? &ls->decision : NULL;
+}
+
+static void delay_over(struct login_session *ls)
+{
+    act(ls);
+}
+
+static void decide(struct login_session *ls, const struct addr *ips, size_t n)
+{
+    struct route_input in = {
+        .result = ls->result,
+        .fields = &ls->fields,
+        .user = ls->user,
+        .protocol = ls->front->proto,
+        .ttl = ls->ttl,
+        .self = ls->env->self,
+        .host_ips = ips,
+        .n_host_ips = n,
+        .now_ms = wall_now_ms(),
+        .random = random_u64(),
+        .delay_until_max_ms = ls->env->set->delay_until_max_ms,
+    };
+    route_decide(&in, &ls->decision);
+    ls->have_decision = true;
+    uint64_t now = wall_now_ms();
+    if (ls->decision.delay_until_ms > now) {
+        timer_after(ls, ls->decision.delay_until_ms - now, delay_over);
+        return;
+    }
+    act(ls);
+}
+
+static void on_resolved(void *ctx, const struct addr *addrs, size_t n, const char *err)
+{
+    struct login_session *ls = ctx;
+    ls->resolve = NULL;
+    enter(ls);
+    if (err != NULL)
+        log_info("%s(%s): DNS: %s", ls->front->service, ls->id, err);
+    decide(ls, addrs, n);
+    leave(ls);
+}
+
+static void on_lookup(const struct passdb_reply *reply, void *ctx)
+{
+    struct login_session *ls = ctx;
+    ls->lookup = NULL;
+    enter(ls);
+    ls->result = reply->result;
+    fields_copy(&ls->fields, reply->fields);
+    if (reply->error != NULL)
+        log_warn("%s(%s): passdb: %s", ls->front->service, ls->id, reply->error);
+    if (reply->result == PASSDB_OK && reply->user != NULL && strcmp(reply->user, ls->user) != 0) {
+        free(ls->user);
+        ls->user = xstrdup(reply->user);
+    }
+    const char *host = route_host_to_resolve(reply->result, &ls->fields);
+    if (host != NULL)
+        ls->resolve = resolve_host(ls->env->loop, host, on_resolved, ls);
+    else
+        decide(ls, NULL, 0);
+    leave(ls);
+}
+
+void login_authenticate(struct login_session *ls, const struct login_credentials *cred)
+{
+    forget_attempt(ls);
+    free(ls->user);
+    free(ls->mech);
+    ls->user = xstrdup(cred->user);
+    ls->password = cred->password != NULL ? xstrdup(cred->password) : NULL;
+    ls->mech = xstrdup(cred->mech != NULL ? cred->mech : "PLAIN");
+    ls->state = LS_AUTH;
+    ls->start_ms = loop_now_ms(ls->env->loop);
+    stream_pause(ls->client);
+    struct passdb_request req = {
+        .user = ls->user,
+        .service = ls->front->service,
+        .password = ls->password != NULL ? ls->password : "",
+        .mech = ls->mech,
+        .session = ls->id,
+        .local = ls->local_addr,
+        .remote = ls->client_addr,
+        .real_local = *stream_local(ls->client),
+        .real_remote = *stream_peer(ls->client),
+    };
+    ls->lookup = passdb_lookup(ls->env->passdb, &req, on_lookup, ls);
+}
+
+/* Client side */
+
+static void client_input(void *ctx)
+{
+    struct login_session *ls = ctx;
+    if (ls->state != LS_PRELOGIN)
+        return;
+    enter(ls);
+    ls->front->input(ls, ls->fstate);
+    leave(ls);
+}
+
+static void client_closed(void *ctx, int err)
+{
+    struct login_session *ls = ctx;
+    (void)err;
+    login_session_close(ls);
+}
+
+static const struct stream_handler client_handler = {client_input, NULL, client_closed};
+
+void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
+                         const struct login_back *back)
+{
+    struct login_session *ls = xcalloc(1, sizeof(*ls));
+    login_env_ref(env);
+    ls->env = env;
+    ls->front = front;
+    ls->back = back;
+    ls->client = s;
+    ls->ttl = 5;
+    sid_new(ls->id);
+    ls->client_addr = *stream_peer(s);
+    ls->local_addr = *stream_local(s);
+    ls->trusted = cidr_set_contains(&env->set->login_trusted_networks, &ls->client_addr);
+    stream_set_handler(s, &client_handler, ls);
+    stream_set_idle_timeout(s, 30 * 60 * 1000); /* pre-login: Dovecot's 30 min, bounded */
+    enter(ls);
+    ls->fstate = front->start(ls);
+    leave(ls);
+}
+
+void login_session_close(struct login_session *ls)
+{
+    if (ls->dead)
+        return;
+    ls->dead = true;
+    if (ls->busy == 0)
+        session_free(ls);
+}
+
+static void session_free(struct login_session *ls)
+{
+    forget_attempt(ls);
+    timer_free(&ls->timer);
+    if (ls->fstate != NULL && ls->front->free != NULL)
+        ls->front->free(ls->fstate);
+    if (ls->client != NULL)
+        stream_close_after_flush(ls->client);
+    free(ls->user);
+    free(ls->mech);
+    login_env_unref(&ls->env);
+    free(ls);
+}

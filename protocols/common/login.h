@@ -1,0 +1,118 @@
+/* login - the login flow shared by IMAP, POP3 and Submission.
+ *
+ * A protocol provides a front (pre-login commands and replies in its own
+ * words) and a back (the backend login dialogue); everything between is
+ * here, once:
+ *
+ *   client --credentials--> passdb (with the password) --fields-->
+ *   route_decide() --decision--> one of:
+ *     PROXY     connect (source_ip, login_proxy_timeout, reconnects on
+ *               connect failures), then back->start(): banner, ID/XCLIENT
+ *               when the backend trusts us, login as destuser (or master
+ *               user), then front->logged_in() and the byte relay.
+ *     REFERRAL  front->referral(); nologin refuses, otherwise with a local
+ *               backend the login goes on there ("log in anyway").
+ *     LOCAL     like PROXY to the protocol's local backend, else tempfail.
+ *     REFUSE    front->failed() after auth_failure_delay ("nodelay" skips it).
+ *     LOOP, TEMPFAIL  front->failed(TEMP); the reason goes to the log only.
+ *
+ * Ownership: a login_session owns the client stream until the relay takes
+ * it, the credentials (wiped when freed), the passdb look-up, the backend
+ * connection and the decision. Passwords are never logged. */
+#ifndef MR_LOGIN_H
+#define MR_LOGIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "passdb.h"
+#include "route.h"
+#include "sid.h"
+#include "stream.h"
+
+/* One configuration generation in one worker, for the login protocols. */
+struct login_env {
+    int refs;
+    struct loop *loop;
+    const struct settings *set;
+    struct passdb *passdb;
+    const struct route_self *self;
+    struct tls_server *tls_server;
+    struct tls_client *tls_client;
+    void (*release)(void *ctx);
+    void *release_ctx;
+};
+
+void login_env_ref(struct login_env *env);
+void login_env_unref(struct login_env **env);
+
+enum login_failure {
+    LOGIN_FAIL_AUTH,          /* wrong password or unknown user */
+    LOGIN_FAIL_NOLOGIN,       /* nologin without host */
+    LOGIN_FAIL_TEMP,          /* passdb down, backend down, loop, TTL, bad fields */
+    LOGIN_FAIL_BACKEND,       /* the backend refused the login: its reply is given */
+};
+
+struct login_session;
+
+struct login_credentials {
+    const char *user;
+    const char *password;     /* NULL for token mechanisms */
+    const char *mech;         /* "PLAIN", "LOGIN", ... */
+};
+
+struct login_front {
+    const char *service;      /* "imap", "pop3", "submission" */
+    enum route_proto proto;
+    /* Allocate the protocol state and greet. */
+    void *(*start)(struct login_session *ls);
+    void (*input)(struct login_session *ls, void *state);  /* client bytes, pre-login */
+    void (*failed)(struct login_session *ls, void *state, enum login_failure f,
+                   const char *text);
+    void (*referral)(struct login_session *ls, void *state, const struct route_decision *d);
+    /* The backend accepted: tell the client (backend_reply is the backend's
+     * own success line, protocol-specific). The relay starts afterwards. */
+    void (*logged_in)(struct login_session *ls, void *state, const char *backend_reply);
+    void (*free)(void *state);
+};
+
+struct login_back {
+    /* The backend connection is up: read its banner and log in. Call
+     * login_backend_accepted() or login_backend_failed() once. */
+    void *(*start)(struct login_session *ls, struct stream *backend);
+    void (*input)(struct login_session *ls, void *state);
+    void (*free)(void *state);
+};
+
+void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
+                         const struct login_back *back);
+
+/* For fronts */
+struct stream *login_client(struct login_session *ls);
+const char *login_session_id(const struct login_session *ls);
+/* Plaintext credentials allowed now? (TLS, a trusted network or loopback) */
+bool login_plaintext_allowed(const struct login_session *ls);
+bool login_client_trusted(const struct login_session *ls);
+const struct settings *login_settings(const struct login_session *ls);
+/* Verify and route these credentials; the client stream is paused until a
+ * front callback runs. */
+void login_authenticate(struct login_session *ls, const struct login_credentials *cred);
+/* The front is done with the client (LOGOUT/QUIT or a fatal error). */
+void login_session_close(struct login_session *ls);
+
+/* For backs */
+struct stream *login_backend(struct login_session *ls);
+const struct route_target *login_target(const struct login_session *ls);
+const char *login_user(const struct login_session *ls);       /* destuser or user */
+const char *login_password(const struct login_session *ls);   /* pass field or the client's */
+const struct addr *login_client_addr(const struct login_session *ls);
+const struct addr *login_local_addr(const struct login_session *ls);
+int login_ttl(const struct login_session *ls);
+void login_backend_accepted(struct login_session *ls, const char *reply);
+/* The decision being acted on (for "log in anyway" referrals), or NULL. */
+const struct route_decision *login_decision(const struct login_session *ls);
+/* temporary: retry/tempfail; else the reply text goes to the front as LOGIN_FAIL_BACKEND. */
+void login_backend_failed(struct login_session *ls, bool temporary, const char *text);
+
+#endif
