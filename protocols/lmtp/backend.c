@@ -258,6 +258,8 @@ static void on_close(void *ctx, int err)
     enter(b);
     if (b->idle)
         backend_pool_drop(b->pool, b);
+    else if (err == STREAM_ETLS && stream_tls_error(b->s) != NULL)
+        backend_fail(b, BACKEND_FAIL_LOST, "TLS error: %s", stream_tls_error(b->s));
     else
         backend_fail(b, BACKEND_FAIL_LOST, "%s", err == 0 ? "remote closed the connection"
                                                            : stream_strerror(err));
@@ -509,8 +511,8 @@ static void on_starttls(void *ctx, const struct smtp_reply *r)
     if (r == NULL)
         return;
     if (r->code != 220) {
-        backend_fail(b, BACKEND_FAIL_CONNECT, "STARTTLS refused: %u %s", r->code,
-                     buf_ptr(&r->text));
+        backend_fail(b, BACKEND_FAIL_CONNECT, "STARTTLS refused: %u %s%s%s", r->code,
+                     r->enhanced, r->enhanced[0] != '\0' ? " " : "", buf_ptr(&r->text));
         return;
     }
     start_tls(b);

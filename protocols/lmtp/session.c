@@ -591,7 +591,10 @@ static void on_input(void *ctx)
 static void on_close(void *ctx, int err)
 {
     struct session *sess = ctx;
-    if (err != 0)
+    if (err == STREAM_ETLS && stream_tls_error(sess->s) != NULL)
+        log_info("lmtp(%s): client connection: TLS error: %s", sess->id,
+                 stream_tls_error(sess->s));
+    else if (err != 0)
         log_info("lmtp(%s): client connection: %s", sess->id, stream_strerror(err));
     stream_destroy(&sess->s);
     if (sess->running) {

@@ -91,12 +91,36 @@ static gnutls_datum_t datum_str(const char *s)
     return d;
 }
 
+/* GnuTLS 3.7 leaks when gnutls_certificate_set_x509_key_mem2() gets a PEM
+ * whose body is corrupt; parsing the chain first rejects such input
+ * without the leak (and gives a clearer error). */
+static int check_cert_pem(const char *pem, const char **error_r)
+{
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n = 0;
+    gnutls_datum_t d = {(unsigned char *)pem, (unsigned)strlen(pem)};
+    int r = gnutls_x509_crt_list_import2(&crts, &n, &d, GNUTLS_X509_FMT_PEM, 0);
+    if (r < 0) {
+        *error_r = gnutls_strerror(r);
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    return 0;
+}
+
 static int cred_with_key(gnutls_certificate_credentials_t *cred, const char *cert,
                          const char *key, const char *what, char **error_r)
 {
     if (cert == NULL || cert[0] == '\0' || key == NULL || key[0] == '\0') {
         *error_r = xasprintf("%s: both a certificate and a key are needed "
                              "(ssl_cert = </path/cert.pem, ssl_key = </path/key.pem)", what);
+        return -1;
+    }
+    const char *bad;
+    if (check_cert_pem(cert, &bad) < 0) {
+        *error_r = xasprintf("%s: cannot load the certificate: %s", what, bad);
         return -1;
     }
     int r = gnutls_certificate_allocate_credentials(cred);
@@ -351,6 +375,11 @@ static int client_cert(struct tls_client *t, const struct tls_settings *set, cha
         return 0;
     if (!have_cert || !have_key) {
         *error_r = xstrdup("ssl_client_cert and ssl_client_key go together");
+        return -1;
+    }
+    const char *bad;
+    if (check_cert_pem(cert, &bad) < 0) {
+        *error_r = xasprintf("ssl_client_cert: %s", bad);
         return -1;
     }
     gnutls_datum_t c = datum_str(cert), k = datum_str(key);

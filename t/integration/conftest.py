@@ -18,6 +18,7 @@ import tempfile
 import pytest
 
 from harness import procs
+from harness.certs import Certs
 from harness.dovecot import DovecotBackend
 from harness.fake_backend import FakeBackend
 from harness.mailroute import Mailroute, binary_path, is_sanitized
@@ -110,6 +111,12 @@ def smtp_sink(tmp_root):
     sink = SmtpSink(os.path.join(tmp_root, "smtp-sink")).start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_root):
+    """The test CAs and certificates (harness/certs.py), made once per run."""
+    return Certs(os.path.join(tmp_root, "tls-certs")).generate()
 
 
 @pytest.fixture

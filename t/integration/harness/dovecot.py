@@ -4,6 +4,11 @@ everything (base_dir, state, log, mail) inside its own temp dir.
 Any user exists (static passdb/userdb); mail is stored as nobody in
 DIR/home/<user>/Maildir. The log prefix carries `rip=` (the client address,
 the forwarded one after XCLIENT), so tests can see what mailroute forwarded.
+
+With `tls=` (an object with .cert and .key paths, see certs.py) it has
+`ssl = yes`: its plain LMTP listener offers STARTTLS and a second listener
+(`tls_port`) speaks implicit TLS. `client_ca=` (a PEM path) makes it ask
+clients for a certificate.
 """
 
 import os
@@ -20,7 +25,7 @@ log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 protocols = lmtp
 listen = 127.0.0.1
-ssl = no
+{ssl}
 hostname = {name}.test
 login_trusted_networks = 127.0.0.0/8
 mail_location = maildir:~/Maildir
@@ -38,15 +43,27 @@ service lmtp {{
     address = 127.0.0.1
     port = {port}
   }}
-}}
+{tls_listener}}}
+"""
+
+TLS_LISTENER = """\
+  inet_listener lmtps {{
+    address = 127.0.0.1
+    port = {port}
+    ssl = yes
+  }}
 """
 
 
 class DovecotBackend:
-    def __init__(self, workdir, name="backend", port=None):
+    def __init__(self, workdir, name="backend", port=None, tls=None, tls_port=None,
+                 client_ca=None):
         self.dir = str(workdir)
         self.name = name
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = (tls_port or free_port()) if tls else None
+        self.client_ca = client_ca
         self.proc = None
 
     @property
@@ -64,13 +81,24 @@ class DovecotBackend:
         os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
         conf = os.path.join(self.dir, "dovecot.conf")
         with open(conf, "w") as f:
-            f.write(CONFIG.format(name=self.name, dir=self.dir, port=self.port))
+            f.write(self.config_text())
         self.proc = Proc(["dovecot", "-F", "-c", conf],
                          os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
-        wait_until(lambda: port_open(self.port) or not self.proc.alive(), timeout=15,
-                   what=f"Dovecot {self.name} to listen on {self.port}")
+        ports = [p for p in (self.port, self.tls_port) if p]
+        wait_until(lambda: all(port_open(p) for p in ports) or not self.proc.alive(),
+                   timeout=15, what=f"Dovecot {self.name} to listen on {ports}")
         assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
         return self
+
+    def config_text(self):
+        ssl, listener = "ssl = no", ""
+        if self.tls:
+            ssl = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}"
+            listener = TLS_LISTENER.format(port=self.tls_port)
+        if self.client_ca:
+            ssl += f"\nssl_ca = <{self.client_ca}\nssl_verify_client_cert = yes"
+        return CONFIG.format(name=self.name, dir=self.dir, port=self.port, ssl=ssl,
+                             tls_listener=listener)
 
     def stop(self):
         if self.proc:

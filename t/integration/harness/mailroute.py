@@ -4,7 +4,12 @@ look at: its log, its exit status, its peak memory, the `lookup` and `-t`
 commands, and a check for sanitizer reports in its output.
 
 The binary is $MAILROUTED, else build/src/daemon/mailrouted of the repo
-this file is in."""
+this file is in.
+
+TLS (optional): `tls_cert=` (an object with .cert and .key paths, see
+certs.py) writes `ssl = <ssl>` with that certificate, so the LMTP listener
+offers STARTTLS; `implicit_tls=True` adds a listener with `ssl = yes` on
+`tls_port`."""
 
 import os
 import re
@@ -43,7 +48,7 @@ def passwd_file_text(users):
 class Mailroute:
     def __init__(self, workdir, users=None, extra_config="", binary=None,
                  hostname="router.test", workers=2, passwd_path=None, port=None,
-                 lmtp_local=None):
+                 lmtp_local=None, tls_cert=None, ssl="yes", implicit_tls=False):
         """lmtp_local: the setting's value; default the built-in Maildir
         delivery into DIR/local/%d/%n."""
         self.dir = str(workdir)
@@ -59,6 +64,9 @@ class Mailroute:
         self.hostname = hostname
         self.workers = workers
         self.extra_config = extra_config
+        self.tls_cert = tls_cert
+        self.ssl = ssl
+        self.tls_port = free_port() if implicit_tls else None
         self.proc = None
         self.exit_expected = False  # set by tests that stop it on purpose
         os.makedirs(os.path.join(self.dir, "run"), exist_ok=True)
@@ -90,9 +98,20 @@ service lmtp {{
   unix_listener lmtp {{
     path = {self.socket_path}
   }}
-}}
-{self.extra_config}
+{self._tls_listener_text()}}}
+{self._tls_text()}{self.extra_config}
 """
+
+    def _tls_listener_text(self):
+        if not self.tls_port:
+            return ""
+        return f"  inet_listener lmtps {{\n    port = {self.tls_port}\n    ssl = yes\n  }}\n"
+
+    def _tls_text(self):
+        if not self.tls_cert:
+            return ""
+        return (f"ssl = {self.ssl}\nssl_cert = <{self.tls_cert.cert}\n"
+                f"ssl_key = <{self.tls_cert.key}\n")
 
     def write_config(self, text=None):
         with open(self.config_path, "w") as f:
@@ -124,7 +143,8 @@ service lmtp {{
         def ready():
             if not self.proc.alive():
                 return True
-            return port_listening(self.port) and unix_socket_open(self.socket_path)
+            return (port_listening(self.port) and unix_socket_open(self.socket_path)
+                    and (not self.tls_port or port_listening(self.tls_port)))
         wait_until(ready, timeout=timeout, what=f"mailrouted to listen on {self.port}")
         assert self.proc.alive(), (
             f"mailrouted exited with {self.proc.returncode()}:\n{self.stderr()}")

@@ -3,7 +3,12 @@ temp dir, smtpd on a loopback port, every mail for the virtual domains
 handed to one LMTP destination (mailroute, or a Dovecot directly).
 
 Retries are short (a deferred message is tried again within seconds) and
-`flush()` asks for an immediate queue run."""
+`flush()` asks for an immediate queue run.
+
+With `lmtp_tls_ca=` (a PEM path) the LMTP client insists on TLS
+(`lmtp_tls_security_level`, default encrypt) and trusts that CA; its TLS log
+lines ("... TLS connection established to ...") go to the maillog.
+`extra_main_cf` is appended to main.cf as it is."""
 
 import os
 import re
@@ -66,11 +71,24 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+# Caches TLS sessions and seeds the PRNG for the TLS clients.
+TLSMGR = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+
+LMTP_TLS_CF = """\
+lmtp_tls_security_level = {level}
+lmtp_tls_CAfile = {ca}
+lmtp_tls_loglevel = 1
+"""
+
 
 class Postfix:
-    def __init__(self, workdir, transport, domains="example.com", port=None):
+    def __init__(self, workdir, transport, domains="example.com", port=None,
+                 lmtp_tls_ca=None, lmtp_tls_level="encrypt", extra_main_cf=""):
         """transport: e.g. "lmtp:inet:127.0.0.1:24024" or "lmtp:unix:/path"."""
         self.dir = str(workdir)
+        self.lmtp_tls_ca = lmtp_tls_ca
+        self.lmtp_tls_level = lmtp_tls_level
+        self.extra_main_cf = extra_main_cf
         self.conf_dir = os.path.join(self.dir, "etc")
         self.transport = transport
         self.domains = domains
@@ -86,10 +104,9 @@ class Postfix:
         os.makedirs(os.path.join(self.dir, "queue"), exist_ok=True)
         os.chmod(self.dir, 0o755)
         with open(os.path.join(self.conf_dir, "main.cf"), "w") as f:
-            f.write(MAIN_CF.format(dir=self.dir, domains=self.domains,
-                                   transport=self.transport))
+            f.write(self.main_cf_text())
         with open(os.path.join(self.conf_dir, "master.cf"), "w") as f:
-            f.write(MASTER_CF.format(port=self.port))
+            f.write(MASTER_CF.format(port=self.port) + (TLSMGR if self.lmtp_tls_ca else ""))
         check = run(["postfix", "-c", self.conf_dir, "check"])
         assert check.returncode == 0, f"postfix check failed:\n{check.stderr}{self.log()}"
         self.proc = Proc(["/usr/lib/postfix/sbin/master", "-d", "-c", self.conf_dir],
@@ -98,6 +115,12 @@ class Postfix:
                    what=f"Postfix smtpd on {self.port}")
         assert self.proc.alive(), f"Postfix master exited:\n{self.proc.output()}"
         return self
+
+    def main_cf_text(self):
+        text = MAIN_CF.format(dir=self.dir, domains=self.domains, transport=self.transport)
+        if self.lmtp_tls_ca:
+            text += LMTP_TLS_CF.format(level=self.lmtp_tls_level, ca=self.lmtp_tls_ca)
+        return text + self.extra_main_cf
 
     def stop(self):
         if self.proc:
