@@ -26,7 +26,7 @@ struct login_session {
     const struct login_back *back;
     void *fstate, *bstate;
     struct stream *client, *backend;
-    char id[SID_LEN + 1];
+    char id[LOGIN_SESSION_ID_MAX + 1]; /* ours (SID_LEN) or the previous hop's */
     struct addr client_addr, local_addr;
     bool trusted;
     int ttl;
@@ -46,6 +46,8 @@ struct login_session {
     unsigned attempts;
     uint64_t deadline_ms;
     uint64_t start_ms;
+    struct login_session *prev, *next; /* this worker's sessions */
+    struct relay *relay;
     int busy;
     bool dead;
     bool in_back_input;       /* the back's state is freed after its callback */
@@ -54,6 +56,10 @@ struct login_session {
 
 static void session_free(struct login_session *ls);
 static void connect_backend(struct login_session *ls);
+
+/* The sessions of this worker thread, for shutdown. */
+static __thread struct login_session *worker_sessions;
+static __thread unsigned worker_session_count;
 
 /* Re-entrancy guard */
 
@@ -91,12 +97,34 @@ void login_env_unref(struct login_env **envp)
 
 struct stream *login_client(struct login_session *ls) { return ls->client; }
 struct stream *login_backend(struct login_session *ls) { return ls->backend; }
+void *login_front_state(struct login_session *ls) { return ls->fstate; }
 const char *login_session_id(const struct login_session *ls) { return ls->id; }
 bool login_client_trusted(const struct login_session *ls) { return ls->trusted; }
 const struct settings *login_settings(const struct login_session *ls) { return ls->env->set; }
 const struct addr *login_client_addr(const struct login_session *ls) { return &ls->client_addr; }
 const struct addr *login_local_addr(const struct login_session *ls) { return &ls->local_addr; }
 int login_ttl(const struct login_session *ls) { return ls->ttl; }
+
+void login_set_forwarded(struct login_session *ls, const struct addr *client, int ttl)
+{
+    if (client != NULL)
+        ls->client_addr = *client;
+    if (ttl >= 0)
+        ls->ttl = ttl;
+}
+
+bool login_set_session_id(struct login_session *ls, const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > LOGIN_SESSION_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (id[i] <= ' ' || id[i] > '~')
+            return false;
+    }
+    memcpy(ls->id, id, n + 1);
+    return true;
+}
 
 const struct route_target *login_target(const struct login_session *ls)
 {
@@ -241,6 +269,7 @@ static void on_relay_done(void *ctx, enum relay_end end, const struct relay_stat
              st->err == 0 ? "closed" : stream_strerror(st->err), (unsigned long long)secs,
              (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out);
     ls->client = ls->backend = NULL;
+    ls->relay = NULL;
     session_free(ls);
 }
 
@@ -262,7 +291,7 @@ void login_backend_accepted(struct login_session *ls, const char *reply)
     ls->start_ms = loop_now_ms(ls->env->loop);
     struct stream *client = ls->client, *backend = ls->backend;
     ls->client = ls->backend = NULL;
-    relay_start(client, backend, on_relay_done, ls);
+    ls->relay = relay_start(client, backend, on_relay_done, ls);
 }
 
 void login_backend_failed(struct login_session *ls, bool temporary, const char *text)
@@ -440,7 +469,9 @@ static void decide(struct login_session *ls, const struct addr *ips, size_t n)
         .fields = &ls->fields,
         .user = ls->user,
         .protocol = ls->front->proto,
-        .ttl = ls->ttl,
+        /* Login proxies judge the TTL they would send (Dovecot: a received
+         * TTL of 1 or less is a loop), LMTP the one it received. */
+        .ttl = ls->ttl - 1,
         .self = ls->env->self,
         .host_ips = ips,
         .n_host_ips = n,
@@ -550,6 +581,11 @@ void login_session_start(struct login_env *env, struct stream *s, const struct l
     ls->client_addr = *stream_peer(s);
     ls->local_addr = *stream_local(s);
     ls->trusted = cidr_set_contains(&env->set->login_trusted_networks, &ls->client_addr);
+    ls->next = worker_sessions;
+    if (worker_sessions != NULL)
+        worker_sessions->prev = ls;
+    worker_sessions = ls;
+    worker_session_count++;
     stream_set_handler(s, &client_handler, ls);
     stream_set_idle_timeout(s, 30 * 60 * 1000); /* pre-login: Dovecot's 30 min, bounded */
     enter(ls);
@@ -568,6 +604,13 @@ void login_session_close(struct login_session *ls)
 
 static void session_free(struct login_session *ls)
 {
+    if (ls->prev != NULL)
+        ls->prev->next = ls->next;
+    else
+        worker_sessions = ls->next;
+    if (ls->next != NULL)
+        ls->next->prev = ls->prev;
+    worker_session_count--;
     forget_attempt(ls);
     timer_free(&ls->timer);
     if (ls->fstate != NULL && ls->front->free != NULL)
@@ -578,4 +621,24 @@ static void session_free(struct login_session *ls)
     free(ls->mech);
     login_env_unref(&ls->env);
     free(ls);
+}
+
+unsigned login_sessions_count(void)
+{
+    return worker_session_count;
+}
+
+/* Shutdown: proxied sessions can last for days (IDLE), and clients
+ * reconnect at once, so every session is closed now rather than waited for. */
+void login_sessions_kill(void)
+{
+    while (worker_sessions != NULL) {
+        struct login_session *ls = worker_sessions;
+        if (ls->relay != NULL) {
+            relay_kill(ls->relay); /* frees ls through on_relay_done */
+            continue;
+        }
+        ls->dead = true;
+        session_free(ls);
+    }
 }

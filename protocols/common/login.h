@@ -94,6 +94,15 @@ const char *login_session_id(const struct login_session *ls);
 /* Plaintext credentials allowed now? (TLS, a trusted network or loopback) */
 bool login_plaintext_allowed(const struct login_session *ls);
 bool login_client_trusted(const struct login_session *ls);
+/* XCLIENT (or ID) from a trusted peer: the real client's address (NULL:
+ * unchanged) and the TTL the previous hop gave (< 0: unchanged). The passdb
+ * and the backend see the forwarded address from now on. */
+void login_set_forwarded(struct login_session *ls, const struct addr *client, int ttl);
+/* The previous hop's session id, kept so one login has one id along the
+ * chain. False (id unchanged) when empty, longer than LOGIN_SESSION_ID_MAX
+ * or not printable ASCII without spaces. */
+#define LOGIN_SESSION_ID_MAX 64
+bool login_set_session_id(struct login_session *ls, const char *id);
 const struct settings *login_settings(const struct login_session *ls);
 /* Verify and route these credentials; the client stream is paused until a
  * front callback runs. */
@@ -101,8 +110,16 @@ void login_authenticate(struct login_session *ls, const struct login_credentials
 /* The front is done with the client (LOGOUT/QUIT or a fatal error). */
 void login_session_close(struct login_session *ls);
 
+/* This worker's sessions (pre-login, logging in and relayed). */
+unsigned login_sessions_count(void);
+/* Close them all now (shutdown). */
+void login_sessions_kill(void);
+
 /* For backs */
 struct stream *login_backend(struct login_session *ls);
+/* The front's state (what front->start returned), for a back of the same
+ * protocol that needs what the client said before login (SMTP HELO). */
+void *login_front_state(struct login_session *ls);
 const struct route_target *login_target(const struct login_session *ls);
 const char *login_user(const struct login_session *ls);       /* destuser or user */
 const char *login_password(const struct login_session *ls);   /* pass field or the client's */

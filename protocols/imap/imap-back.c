@@ -26,6 +26,7 @@ struct imap_back {
     bool banner_seen;
     char *caps;                 /* from the banner or a CAPABILITY reply */
     struct buf plain_ir;        /* AUTHENTICATE PLAIN response, sent after "+" */
+    struct buf later;           /* proxy_nopipelining: commands still to send, one per line */
     bool wait_plus;
     bool done;
 };
@@ -44,6 +45,7 @@ static void back_free(void *state)
     struct imap_back *b = state;
     free(b->caps);
     buf_free_wipe(&b->plain_ir);
+    buf_free_wipe(&b->later);
     free(b);
 }
 
@@ -77,7 +79,8 @@ static void caps_from_code(struct imap_back *b, const char *text)
 
 static void id_pair(struct buf *out, const char *key, const char *value)
 {
-    buf_append_str(out, " ");
+    if (buf_used(out) > 0 && buf_ptr(out)[buf_used(out) - 1] != '(')
+        buf_append_str(out, " ");
     imap_quote(out, key, false);
     buf_append_str(out, " ");
     imap_quote(out, value, false);
@@ -160,8 +163,28 @@ static void on_banner(struct imap_back *b, const char *line)
     if (b->caps == NULL)
         buf_append_str(&out, "C CAPABILITY\r\n");
     write_login(b, &out);
-    stream_write(b->s, buf_ptr(&out), buf_used(&out));
+    if (t->nopipelining) {
+        /* One command at a time: keep the rest for after each tagged reply. */
+        const char *nl = memchr(buf_ptr(&out), '\n', buf_used(&out));
+        size_t first = (size_t)(nl - buf_ptr(&out)) + 1;
+        stream_write(b->s, buf_ptr(&out), first);
+        buf_append(&b->later, buf_ptr(&out) + first, buf_used(&out) - first);
+    } else {
+        stream_write(b->s, buf_ptr(&out), buf_used(&out));
+    }
     buf_free_wipe(&out);
+}
+
+/* proxy_nopipelining: a tagged I or C reply releases the next command. */
+static void send_next_later(struct imap_back *b)
+{
+    if (buf_used(&b->later) == 0)
+        return;
+    const char *nl = memchr(buf_ptr(&b->later), '\n', buf_used(&b->later));
+    size_t n = nl != NULL ? (size_t)(nl - buf_ptr(&b->later)) + 1 : buf_used(&b->later);
+    stream_write(b->s, buf_ptr(&b->later), n);
+    mem_wipe((char *)buf_ptr(&b->later), n);
+    buf_consume(&b->later, n);
 }
 
 /* "OK text": make sure the client learns the post-login capabilities. */
@@ -172,7 +195,8 @@ static void logged_in(struct imap_back *b, const char *rest)
         login_backend_accepted(b->ls, rest);
         return;
     }
-    char *with_caps = xasprintf("OK [CAPABILITY %s] %s", b->caps, rest + 3);
+    const char *text = rest[2] == ' ' ? rest + 3 : "";
+    char *with_caps = xasprintf("OK [CAPABILITY %s]%s%s", b->caps, text[0] ? " " : "", text);
     login_backend_accepted(b->ls, with_caps);
     free(with_caps);
 }
@@ -203,8 +227,13 @@ static void on_line(struct imap_back *b, const char *line)
         stream_printf(b->s, "%s\r\n", buf_ptr(&b->plain_ir));
     } else if (strncmp(line, "L ", 2) == 0) {
         on_login_reply(b, line + 2);
+    } else if (strncmp(line, "I ", 2) == 0 || strncmp(line, "C ", 2) == 0) {
+        send_next_later(b);
+    } else if (line[0] == '*' && str_case_prefix(line, "* ID ") == NULL &&
+               str_case_prefix(line, "* BYE") == NULL) {
+        /* Other untagged lines (an [ALERT], say) are for the client. */
+        stream_printf(login_client(b->ls), "%s\r\n", line);
     }
-    /* Untagged data, and the I and C replies, are not the client's business. */
 }
 
 static void back_input(struct login_session *ls, void *state)

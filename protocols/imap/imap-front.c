@@ -23,6 +23,7 @@ struct imap_front {
     struct sasl_server *sasl;   /* AUTHENTICATE in progress */
     bool capability_asked;
     bool waiting;               /* credentials given, the result is pending */
+    bool id_taken;              /* forwarded client data are taken from the first ID only */
     unsigned bad;
 };
 
@@ -150,6 +151,38 @@ static void cmd_capability(struct imap_front *f, const struct imap_command *c)
     f->capability_asked = true;
 }
 
+/* An ID from a trusted peer (another proxy) carries the real client's
+ * address, the session id and the TTL: take them, once, as Dovecot does. */
+static void take_forwarded_id(struct imap_front *f, const struct imap_command *c)
+{
+    if (f->id_taken || c->n_args != 1 || c->args[0].type != IMAP_ARG_LIST)
+        return;
+    f->id_taken = true;
+    const struct imap_arg *list = c->args[0].list;
+    struct addr client = *login_client_addr(f->ls);
+    bool have_ip = false;
+    int ttl = -1;
+    for (size_t i = 0; i + 1 < c->args[0].list_count; i += 2) {
+        const char *key = imap_arg_astring(&list[i]);
+        const char *value = imap_arg_astring(&list[i + 1]);
+        unsigned long long n;
+        if (key == NULL || value == NULL)
+            continue;
+        if (str_case_eq(key, "x-originating-ip")) {
+            uint16_t port = client.port;
+            have_ip = addr_parse_ip(value, &client);
+            client.port = port;
+        } else if (str_case_eq(key, "x-originating-port") && str_to_uint(value, 65535, &n)) {
+            client.port = (uint16_t)n;
+        } else if (str_case_eq(key, "x-proxy-ttl") && str_to_uint(value, 1000, &n)) {
+            ttl = (int)n;
+        } else if (str_case_eq(key, "x-session-id")) {
+            login_set_session_id(f->ls, value);
+        }
+    }
+    login_set_forwarded(f->ls, have_ip ? &client : NULL, ttl);
+}
+
 /* Returns false when the session ended. */
 static bool command(struct imap_front *f, const struct imap_command *c)
 {
@@ -163,6 +196,8 @@ static bool command(struct imap_front *f, const struct imap_command *c)
     } else if (strcmp(name, "NOOP") == 0) {
         reply(f, c->tag, "OK NOOP completed.");
     } else if (strcmp(name, "ID") == 0) {
+        if (login_client_trusted(f->ls))
+            take_forwarded_id(f, c);
         stream_write_str(login_client(f->ls), "* ID (\"name\" \"mailroute\")\r\n");
         reply(f, c->tag, "OK ID completed.");
     } else if (strcmp(name, "STARTTLS") == 0) {

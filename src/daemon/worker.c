@@ -15,6 +15,8 @@
 #include "daemon.h"
 #include "listener.h"
 #include "imap-login.h"
+#include "pop3-login.h"
+#include "submission-login.h"
 #include "lmtp.h"
 #include "log.h"
 #include "mem.h"
@@ -22,7 +24,7 @@
 
 struct worker;
 
-enum listen_service { SERVICE_LMTP, SERVICE_IMAP };
+enum listen_service { SERVICE_LMTP, SERVICE_IMAP, SERVICE_POP3, SERVICE_SUBMISSION };
 
 struct listen_fd {
     int fd;
@@ -94,6 +96,12 @@ static bool has_login_listeners(const struct settings *set)
         if (strcmp(set->listeners[i].service, "imap") == 0 &&
             settings_has_protocol(set, "imap"))
             return true;
+        if (strcmp(set->listeners[i].service, "pop3") == 0 &&
+            settings_has_protocol(set, "pop3"))
+            return true;
+        if (strcmp(set->listeners[i].service, "submission") == 0 &&
+            settings_has_protocol(set, "submission"))
+            return true;
     }
     return false;
 }
@@ -126,6 +134,11 @@ static void on_accept(void *ctx, struct stream *s)
     struct listen_fd *lf = ctx;
     if (lf->service == SERVICE_IMAP && lf->w->login_env != NULL)
         login_session_start(lf->w->login_env, s, &imap_login_front, &imap_login_back);
+    else if (lf->service == SERVICE_POP3 && lf->w->login_env != NULL)
+        login_session_start(lf->w->login_env, s, &pop3_login_front, &pop3_login_back);
+    else if (lf->service == SERVICE_SUBMISSION && lf->w->login_env != NULL)
+        login_session_start(lf->w->login_env, s, &submission_login_front,
+                            &submission_login_back);
     else if (lf->service == SERVICE_LMTP)
         lmtp_session_start(lf->w->env, s, lf->ssl);
     else
@@ -135,7 +148,7 @@ static void on_accept(void *ctx, struct stream *s)
 static void stop_poll(void *ctx)
 {
     struct worker *w = ctx;
-    if (lmtp_sessions_count() == 0)
+    if (lmtp_sessions_count() == 0 && login_sessions_count() == 0)
         loop_stop(w->loop);
 }
 
@@ -144,6 +157,7 @@ static void stop_deadline(void *ctx)
     struct worker *w = ctx;
     log_warn("worker %u: shutdown timeout, closing %u sessions", w->id, lmtp_sessions_count());
     lmtp_sessions_kill();
+    login_sessions_kill();
     loop_stop(w->loop);
 }
 
@@ -153,6 +167,7 @@ static void begin_stop(struct worker *w)
     for (size_t i = 0; i < w->n_fds; i++)
         listener_free(&w->listeners[i]);
     lmtp_sessions_drain();
+    login_sessions_kill();
     w->stop_timer = timer_new(w->loop, stop_deadline, w);
     timer_start(w->stop_timer, w->env->set->shutdown_timeout_ms);
     w->stop_poll = timer_new(w->loop, stop_poll, w);
@@ -201,12 +216,16 @@ static void *worker_main(void *arg)
     timer_free(&w->stop_timer);
     timer_free(&w->stop_poll);
     lmtp_sessions_kill();
+    login_sessions_kill();
     for (size_t i = 0; i < w->n_fds; i++)
         listener_free(&w->listeners[i]);
     lmtp_env_unref(&w->env);
     login_env_unref(&w->login_env);
     loop_waker_free(&w->waker);
     backend_pool_free(&w->pool);
+    /* Streams closing after a last reply still flush it (each is bounded
+     * by its own close timeout); then nothing is left to free. */
+    loop_run(w->loop);
     loop_free(&w->loop);
     return NULL;
 }
@@ -261,6 +280,10 @@ static bool open_listeners(const struct settings *set)
             service = SERVICE_LMTP;
         } else if (strcmp(l->service, "imap") == 0) {
             service = SERVICE_IMAP;
+        } else if (strcmp(l->service, "pop3") == 0) {
+            service = SERVICE_POP3;
+        } else if (strcmp(l->service, "submission") == 0) {
+            service = SERVICE_SUBMISSION;
         } else {
             log_warn("service %s: not implemented yet, listener %s ignored", l->service,
                      l->label);

@@ -139,6 +139,8 @@ static void free_handle_block(uv_handle_t *handle)
 
 void io_close_free(uv_handle_t *handle, void *block)
 {
+    if (uv_is_closing(handle))
+        return; /* loop_free() is closing everything: the block goes with the process */
     handle->data = block;
     uv_close(handle, free_handle_block);
 }

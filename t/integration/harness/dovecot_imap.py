@@ -1,0 +1,154 @@
+"""A private Dovecot 2.3 IMAP backend for the login proxy tests: `dovecot -F
+-c FILE` on loopback, everything (base_dir, state, log, mail) in its own temp
+dir, plaintext logins allowed (ssl = no), and mailroute's loopback address in
+login_trusted_networks so that the ID mailroute sends (x-originating-ip, ...)
+is believed.
+
+Users live in passwd-files with {PLAIN} passwords, one file per user
+(add_user; Dovecot looks at a changed passwd-file at most once a second, a
+file it has never seen it reads at once), master users likewise in a
+passdb with `master = yes` (add_master): a master
+logs in as any user with SASL PLAIN authzid=user, authcid=master. Mail is
+stored as nobody in DIR/home/<user>/Maildir. The login log lines carry rip=
+(the client address, the forwarded one after ID), and auth logs "Master user
+logging in as <user>", so tests can see what mailroute told the backend.
+
+It is not an LMTP backend: see dovecot.py for that."""
+
+import grp
+import os
+import pwd
+
+from .procs import Proc, free_port, port_open, wait_until
+
+CONFIG = """\
+instance_name = {name}
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+hostname = {name}.test
+login_greeting = {name} ready.
+login_trusted_networks = 127.0.0.0/8
+login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{{session}}>
+mail_location = maildir:~/Maildir
+mail_log_prefix = "%s(%u)<%{{pid}}><%{{session}}> rip=%{{rip}}: "
+mail_max_userip_connections = 1000
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {dir}/masters/%u
+  master = yes
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {dir}/users/%u
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={dir}/home/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+class DovecotImapBackend:
+    def __init__(self, workdir, name="imap-backend", port=None):
+        self.dir = str(workdir)
+        self.name = name
+        self.port = port or free_port()
+        self.proc = None
+        for sub in ("users", "masters"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "dovecot.log")
+
+    def maildir(self, user):
+        return os.path.join(self.dir, "home", user, "Maildir")
+
+    # --- users -------------------------------------------------------------
+
+    def add_user(self, user, password):
+        """A user who logs in with password; one file per user, written once."""
+        self._write(os.path.join(self.dir, "users", user), user, password)
+
+    def add_master(self, user, password):
+        """A master user: logs in as anyone with authzid=user, authcid=master."""
+        self._write(os.path.join(self.dir, "masters", user), user, password)
+
+    @staticmethod
+    def _write(path, user, password):
+        assert "/" not in user and not os.path.exists(path), f"user {user} added twice"
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write(f"{user}:{{PLAIN}}{password}::::::\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    # --- the process -------------------------------------------------------
+
+    def config_text(self):
+        return CONFIG.format(name=self.name, dir=self.dir, port=self.port)
+
+    def start(self):
+        os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
+        home = os.path.join(self.dir, "home")
+        os.makedirs(home, exist_ok=True)
+        os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+        conf = os.path.join(self.dir, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(self.config_text())
+        self.proc = Proc(["dovecot", "-F", "-c", conf],
+                         os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
+        wait_until(lambda: port_open(self.port) or not self.proc.alive(),
+                   timeout=15, what=f"Dovecot {self.name} to listen on {self.port}")
+        assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+    def log(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_login_lines(self, user, count=1, timeout=5):
+        """The login lines of user once there are at least count of them
+        (Dovecot's log process writes a moment after the client's reply)."""
+        return wait_until(lambda: len(self.login_lines(user)) >= count and
+                          self.login_lines(user), timeout=timeout,
+                          what=f"{count} Dovecot login line(s) of {user}")
+
+    def mentions(self, user):
+        """Every log line that names user (auth look-ups included)."""
+        return [line for line in self.log().splitlines() if user in line]
+
+    def master_login_lines(self, user):
+        """auth's "Master user logging in as <user>" lines."""
+        return [line for line in self.log().splitlines()
+                if line.endswith(f"Master user logging in as {user}")]
+
+    def login_lines(self, user):
+        """imap-login's "Login: user=<user> ..." lines."""
+        return [line for line in self.log().splitlines()
+                if "imap-login:" in line and "Login: " in line and f"user=<{user}>" in line]
