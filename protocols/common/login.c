@@ -17,6 +17,7 @@
 #include "mem.h"
 #include "relay.h"
 #include "resolve.h"
+#include "tls.h"
 
 enum login_state { LS_PRELOGIN, LS_AUTH, LS_BACKEND, LS_RELAY };
 
@@ -51,6 +52,7 @@ struct login_session {
     int busy;
     bool dead;
     bool in_back_input;       /* the back's state is freed after its callback */
+    bool tls_pending;         /* client handshake running */
     void *bstate_dead;
 };
 
@@ -141,6 +143,38 @@ const char *login_password(const struct login_session *ls)
 {
     const struct route_target *t = login_target(ls);
     return t->pass != NULL ? t->pass : ls->password;
+}
+
+bool login_tls_available(const struct login_session *ls)
+{
+    return ls->env->tls_server != NULL && !stream_is_tls(ls->client) && !ls->tls_pending;
+}
+
+static void on_client_tls(void *ctx, int err, const char *error_text)
+{
+    struct login_session *ls = ctx;
+    enter(ls);
+    ls->tls_pending = false;
+    if (err < 0) {
+        log_info("%s(%s): TLS handshake failed: %s", ls->front->service, ls->id,
+                 error_text != NULL ? error_text : stream_strerror(err));
+        stream_destroy(&ls->client);
+        login_session_close(ls);
+    } else if (ls->fstate == NULL) {
+        ls->fstate = ls->front->start(ls); /* implicit TLS: greet now */
+    } else if (ls->front->tls_started != NULL) {
+        ls->front->tls_started(ls, ls->fstate);
+    }
+    leave(ls);
+}
+
+void login_starttls(struct login_session *ls)
+{
+    ls->tls_pending = true;
+    size_t dropped = stream_start_tls_server(ls->client, ls->env->tls_server, on_client_tls, ls);
+    if (dropped > 0)
+        log_warn("%s(%s): %zu bytes sent after STARTTLS were discarded", ls->front->service,
+                 ls->id, dropped);
 }
 
 bool login_plaintext_allowed(const struct login_session *ls)
@@ -351,6 +385,38 @@ static void retry_connect(struct login_session *ls)
     connect_backend(ls);
 }
 
+/* ssl=yes|any-cert: TLS right after connect; the certificate must match
+ * the host (or hostname field) unless any-cert. Certificate failures are
+ * not retried: they will not go away by themselves. */
+static void on_backend_tls(void *ctx, int err, const char *error_text)
+{
+    struct login_session *ls = ctx;
+    enter(ls);
+    if (err < 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "TLS with %s failed: %s", login_target(ls)->tls_name,
+                 error_text != NULL ? error_text : stream_strerror(err));
+        fail_temp(ls, why);
+    } else {
+        ls->bstate = ls->back->start(ls, ls->backend);
+    }
+    leave(ls);
+}
+
+static void start_backend_tls(struct login_session *ls)
+{
+    const struct route_target *t = login_target(ls);
+    const char *name = t->tls_name != NULL && t->tls_name[0] != '\0' ? t->tls_name : NULL;
+    struct addr ip;
+    const char *sni = name != NULL && !addr_parse_ip(name, &ip) ? name : NULL;
+    if (ls->env->tls_client == NULL) {
+        fail_temp(ls, "TLS requested but no TLS client context");
+        return;
+    }
+    stream_start_tls_client(ls->backend, ls->env->tls_client, t->tls_verify ? name : NULL, sni,
+                            time_left(ls), on_backend_tls, ls);
+}
+
 static void on_connected(void *ctx, struct stream *s, int err)
 {
     struct login_session *ls = ctx;
@@ -373,7 +439,10 @@ static void on_connected(void *ctx, struct stream *s, int err)
     ls->backend = s;
     stream_set_handler(s, &backend_handler, ls);
     timer_after(ls, time_left(ls), login_timed_out);
-    ls->bstate = ls->back->start(ls, s);
+    if (login_target(ls)->tls == ROUTE_TLS_IMPLICIT)
+        start_backend_tls(ls);
+    else
+        ls->bstate = ls->back->start(ls, s);
     leave(ls);
 }
 
@@ -391,10 +460,10 @@ static void start_proxy(struct login_session *ls)
     uint64_t timeout = t->timeout_ms > 0 ? t->timeout_ms : ls->env->set->login_proxy_timeout_ms;
     ls->state = LS_BACKEND;
     ls->deadline_ms = loop_now_ms(ls->env->loop) + timeout;
-    if (t->tls != ROUTE_TLS_NONE) {
-        /* TLS towards login backends is wired with the TLS layer; never
-         * fall back to plaintext meanwhile. */
-        fail_temp(ls, "TLS to login backends is not supported yet");
+    if (t->tls == ROUTE_TLS_STARTTLS) {
+        /* STARTTLS towards login backends is protocol work still to do:
+         * refuse rather than ever fall back to plaintext. */
+        fail_temp(ls, "starttls towards login backends is not supported yet (use ssl=yes)");
         return;
     }
     connect_backend(ls);
@@ -551,7 +620,7 @@ void login_authenticate(struct login_session *ls, const struct login_credentials
 static void client_input(void *ctx)
 {
     struct login_session *ls = ctx;
-    if (ls->state != LS_PRELOGIN)
+    if (ls->state != LS_PRELOGIN || ls->tls_pending || ls->fstate == NULL)
         return;
     enter(ls);
     ls->front->input(ls, ls->fstate);
@@ -568,7 +637,7 @@ static void client_closed(void *ctx, int err)
 static const struct stream_handler client_handler = {client_input, NULL, client_closed};
 
 void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
-                         const struct login_back *back)
+                         const struct login_back *back, bool implicit_tls)
 {
     struct login_session *ls = xcalloc(1, sizeof(*ls));
     login_env_ref(env);
@@ -589,7 +658,15 @@ void login_session_start(struct login_env *env, struct stream *s, const struct l
     stream_set_handler(s, &client_handler, ls);
     stream_set_idle_timeout(s, 30 * 60 * 1000); /* pre-login: Dovecot's 30 min, bounded */
     enter(ls);
-    ls->fstate = front->start(ls);
+    if (!implicit_tls) {
+        ls->fstate = front->start(ls);
+    } else if (env->tls_server != NULL) {
+        login_starttls(ls);
+    } else {
+        log_error("%s(%s): listener has ssl = yes but TLS is not configured", front->service,
+                  ls->id);
+        login_session_close(ls);
+    }
     leave(ls);
 }
 

@@ -74,6 +74,8 @@ struct login_front {
     /* The backend accepted: tell the client (backend_reply is the backend's
      * own success line, protocol-specific). The relay starts afterwards. */
     void (*logged_in)(struct login_session *ls, void *state, const char *backend_reply);
+    /* STARTTLS finished: forget what was said in plaintext (NULL: nothing). */
+    void (*tls_started)(struct login_session *ls, void *state);
     void (*free)(void *state);
 };
 
@@ -85,12 +87,20 @@ struct login_back {
     void (*free)(void *state);
 };
 
+/* implicit_tls: the listener has "ssl = yes": TLS first, then the greeting. */
 void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
-                         const struct login_back *back);
+                         const struct login_back *back, bool implicit_tls);
 
 /* For fronts */
 struct stream *login_client(struct login_session *ls);
 const char *login_session_id(const struct login_session *ls);
+/* Can the client start TLS now (configured, and not on TLS yet)? */
+bool login_tls_available(const struct login_session *ls);
+/* The front wrote its "go ahead" reply and stopped reading commands: start
+ * the handshake. What the client sent after STARTTLS in plaintext is
+ * discarded. On success front->tls_started() runs and input flows again;
+ * a failed handshake ends the session. */
+void login_starttls(struct login_session *ls);
 /* Plaintext credentials allowed now? (TLS, a trusted network or loopback) */
 bool login_plaintext_allowed(const struct login_session *ls);
 bool login_client_trusted(const struct login_session *ls);

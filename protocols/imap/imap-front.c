@@ -30,6 +30,8 @@ struct imap_front {
 static void capabilities(struct imap_front *f, struct buf *out)
 {
     buf_append_str(out, "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+");
+    if (login_tls_available(f->ls))
+        buf_append_str(out, " STARTTLS");
     if (login_plaintext_allowed(f->ls))
         buf_append_str(out, " AUTH=PLAIN AUTH=LOGIN");
     else
@@ -201,7 +203,14 @@ static bool command(struct imap_front *f, const struct imap_command *c)
         stream_write_str(login_client(f->ls), "* ID (\"name\" \"mailroute\")\r\n");
         reply(f, c->tag, "OK ID completed.");
     } else if (strcmp(name, "STARTTLS") == 0) {
-        reply(f, c->tag, "BAD TLS support isn't enabled.");
+        if (!login_tls_available(f->ls)) {
+            reply(f, c->tag, stream_is_tls(login_client(f->ls)) ? "BAD TLS is already active."
+                                                                 : "BAD TLS support isn't enabled.");
+        } else {
+            reply(f, c->tag, "OK Begin TLS negotiation now.");
+            f->waiting = true; /* nothing after STARTTLS is read in plaintext */
+            login_starttls(f->ls);
+        }
     } else if (strcmp(name, "LOGOUT") == 0) {
         stream_write_str(login_client(f->ls), "* BYE Logging out\r\n");
         reply(f, c->tag, "OK Logout completed.");
@@ -378,6 +387,15 @@ static void front_logged_in(struct login_session *ls, void *state, const char *b
     reply(f, f->tag, backend_reply);
 }
 
+/* After STARTTLS: a fresh parser (nothing half-read survives). */
+static void front_tls_started(struct login_session *ls, void *state)
+{
+    struct imap_front *f = state;
+    (void)ls;
+    f->waiting = false;
+    imap_parser_reset(f->parser);
+}
+
 const struct login_front imap_login_front = {
     .service = "imap",
     .proto = ROUTE_PROTO_IMAP,
@@ -386,5 +404,6 @@ const struct login_front imap_login_front = {
     .failed = front_failed,
     .referral = front_referral,
     .logged_in = front_logged_in,
+    .tls_started = front_tls_started,
     .free = front_free,
 };

@@ -95,6 +95,8 @@ static void cmd_capa(struct pop3_front *f)
     struct buf out = BUF_INIT;
     buf_append_str(&out, "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
                          "AUTH-RESP-CODE\r\n");
+    if (login_tls_available(f->ls))
+        buf_append_str(&out, "STLS\r\n");
     if (login_plaintext_allowed(f->ls))
         buf_append_str(&out, "USER\r\nSASL PLAIN LOGIN\r\n");
     buf_append_str(&out, ".\r\n");
@@ -256,7 +258,13 @@ static bool command(struct pop3_front *f, const struct pop3_cmd *c)
         reply(f, "+OK");
         break;
     case POP3_CMD_STLS:
-        reply(f, "-ERR TLS support isn't enabled.");
+        if (!login_tls_available(f->ls)) {
+            reply(f, "-ERR TLS support isn't enabled.");
+            break;
+        }
+        reply(f, "+OK Begin TLS negotiation now.");
+        f->waiting = true; /* nothing after STLS is read in plaintext */
+        login_starttls(f->ls);
         break;
     case POP3_CMD_XCLIENT:
         cmd_xclient(f, c);
@@ -400,6 +408,15 @@ static void front_logged_in(struct login_session *ls, void *state, const char *b
     reply_text(f, "", backend_reply);
 }
 
+/* After STLS: a USER given in plaintext is forgotten (RFC 2595). */
+static void front_tls_started(struct login_session *ls, void *state)
+{
+    struct pop3_front *f = state;
+    (void)ls;
+    f->waiting = false;
+    forget_user(f);
+}
+
 const struct login_front pop3_login_front = {
     .service = "pop3",
     .proto = ROUTE_PROTO_POP3,
@@ -408,5 +425,6 @@ const struct login_front pop3_login_front = {
     .failed = front_failed,
     .referral = front_referral,
     .logged_in = front_logged_in,
+    .tls_started = front_tls_started,
     .free = front_free,
 };

@@ -116,6 +116,8 @@ static void cmd_hello(struct submission_front *f, const struct smtp_cmd *c, bool
     }
     struct buf out = BUF_INIT;
     buf_printf(&out, "250-%s\r\n250-8BITMIME\r\n", hostname(f));
+    if (login_tls_available(f->ls))
+        buf_append_str(&out, "250-STARTTLS\r\n");
     if (login_plaintext_allowed(f->ls))
         buf_append_str(&out, "250-AUTH PLAIN LOGIN\r\n");
     buf_append_str(&out, "250-ENHANCEDSTATUSCODES\r\n");
@@ -332,7 +334,13 @@ static bool command(struct submission_front *f, const struct smtp_cmd *c)
         cmd_xclient(f, c);
         break;
     case SMTP_CMD_STARTTLS:
-        reply(f, "454 4.7.0 TLS not available");
+        if (!login_tls_available(f->ls)) {
+            reply(f, "454 4.7.0 TLS not available");
+            break;
+        }
+        reply(f, "220 2.0.0 Ready to start TLS");
+        f->waiting = true; /* nothing after STARTTLS is read in plaintext */
+        login_starttls(f->ls);
         break;
     case SMTP_CMD_NOOP:
     case SMTP_CMD_RSET:
@@ -482,6 +490,17 @@ static void front_logged_in(struct login_session *ls, void *state, const char *b
     reply(f, "%s", backend_reply);
 }
 
+/* After STARTTLS the client starts over with EHLO (RFC 3207). */
+static void front_tls_started(struct login_session *ls, void *state)
+{
+    struct submission_front *f = state;
+    (void)ls;
+    f->waiting = false;
+    free(f->helo);
+    f->helo = NULL;
+    f->esmtp = false;
+}
+
 const struct login_front submission_login_front = {
     .service = "submission",
     .proto = ROUTE_PROTO_SUBMISSION,
@@ -490,5 +509,6 @@ const struct login_front submission_login_front = {
     .failed = front_failed,
     .referral = front_referral,
     .logged_in = front_logged_in,
+    .tls_started = front_tls_started,
     .free = front_free,
 };

@@ -133,12 +133,14 @@ static void on_accept(void *ctx, struct stream *s)
 {
     struct listen_fd *lf = ctx;
     if (lf->service == SERVICE_IMAP && lf->w->login_env != NULL)
-        login_session_start(lf->w->login_env, s, &imap_login_front, &imap_login_back);
+        login_session_start(lf->w->login_env, s, &imap_login_front, &imap_login_back,
+                            lf->ssl);
     else if (lf->service == SERVICE_POP3 && lf->w->login_env != NULL)
-        login_session_start(lf->w->login_env, s, &pop3_login_front, &pop3_login_back);
+        login_session_start(lf->w->login_env, s, &pop3_login_front, &pop3_login_back,
+                            lf->ssl);
     else if (lf->service == SERVICE_SUBMISSION && lf->w->login_env != NULL)
         login_session_start(lf->w->login_env, s, &submission_login_front,
-                            &submission_login_back);
+                            &submission_login_back, lf->ssl);
     else if (lf->service == SERVICE_LMTP)
         lmtp_session_start(lf->w->env, s, lf->ssl);
     else

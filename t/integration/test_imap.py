@@ -1035,18 +1035,109 @@ def test_ttl_from_a_trusted_id_is_honoured(start_imap, fake_imap, addr):
     assert fake.sessions == []
 
 
-def test_client_address_from_a_trusted_id_is_passed_on(start_imap, fake_imap, addr):
-    gus = addr("gus")
+def id_forwarded_after(start_imap, fake_imap, user, client_ids, source_ip=None,
+                       extra_config=""):
+    """Log in through a fake backend after sending the ID commands
+    client_ids: (the ID mailroute sent the backend, the client's port,
+    mailroute)."""
     fake = fake_imap()
-    mailroute = start_imap({gus: ("gus-pw", proxy_fields(fake.port))})
-    with RawImap(mailroute.imap_port) as c:
+    mailroute = start_imap({user: ("pw", proxy_fields(fake.port))},
+                           extra_config=extra_config)
+    with RawImap(mailroute.imap_port, source_ip=source_ip) as c:
         c.greeting()
-        c.command("i", 'ID ("x-originating-ip" "192.0.2.99" "x-originating-port" "4711" '
-                       '"x-proxy-ttl" "3")')
-        assert c.command("a", f"LOGIN {gus} gus-pw")[-1].startswith("a OK ")
-    first = fake.session_lines()[0]
-    assert '"x-originating-ip" "192.0.2.99" "x-originating-port" "4711"' in first, first
-    assert '"x-proxy-ttl" "2"' in first, first
+        for i, client_id in enumerate(client_ids):
+            assert c.command(f"i{i}", f"ID {client_id}") == [
+                '* ID ("name" "mailroute")', f"i{i} OK ID completed."]
+        assert c.command("a", f"LOGIN {user} pw")[-1].startswith("a OK ")
+        client_port = c.local_port
+    return fake.session_lines()[0], client_port, mailroute
+
+
+def test_client_data_from_a_trusted_id_is_passed_on(start_imap, fake_imap, addr):
+    """reference §3.4: from a trusted peer (another proxy), mailroute takes
+    the client's address and port, the session id and the TTL of its ID."""
+    first, _, mailroute = id_forwarded_after(start_imap, fake_imap, addr("gus"), [
+        '("x-session-id" "chain-session-1" "x-originating-ip" "192.0.2.99" '
+        '"x-originating-port" "4711" "x-proxy-ttl" "3")'])
+    assert first == (
+        'I ID ("x-session-id" "chain-session-1" "x-originating-ip" "192.0.2.99" '
+        '"x-originating-port" "4711" "x-connected-ip" "127.0.0.1" '
+        f'"x-connected-port" "{mailroute.imap_port}" "x-proxy-ttl" "2")')
+    assert mailroute.log_lines("imap(chain-session-1)", "rip=192.0.2.99 proxied to")
+
+
+def test_only_the_first_trusted_id_counts(start_imap, fake_imap, addr):
+    first, _, _ = id_forwarded_after(start_imap, fake_imap, addr("hal"), [
+        '("x-originating-ip" "192.0.2.99")', '("x-originating-ip" "192.0.2.100")'])
+    assert '"x-originating-ip" "192.0.2.99"' in first, first
+
+
+def test_bad_values_in_a_trusted_id_are_ignored(start_imap, fake_imap, addr):
+    first, client_port, _ = id_forwarded_after(start_imap, fake_imap, addr("ike"), [
+        '("x-originating-ip" "not-an-address" "x-originating-port" "99999" '
+        '"x-proxy-ttl" "many" "x-session-id" "has space")'])
+    assert re.fullmatch(r'I ID \("x-session-id" "[A-Za-z0-9_-]+" "x-originating-ip" '
+                        rf'"127\.0\.0\.1" "x-originating-port" "{client_port}" .*'
+                        r'"x-proxy-ttl" "4"\)', first), first
+
+
+def test_an_untrusted_client_id_is_ignored(start_imap, fake_imap, addr):
+    """A client outside login_trusted_networks cannot claim another address,
+    session or TTL."""
+    ip = non_loopback_ip()
+    if ip is None:
+        pytest.skip("no local address outside 127/8")
+    first, client_port, _ = id_forwarded_after(
+        start_imap, fake_imap, addr("jo"),
+        ['("x-session-id" "spoofed" "x-originating-ip" "192.0.2.99" '
+         '"x-originating-port" "4711" "x-proxy-ttl" "1")'],
+        source_ip=ip, extra_config="disable_plaintext_auth = no\n")
+    assert re.fullmatch(r'I ID \("x-session-id" "(?!spoofed")[^"]+" "x-originating-ip" '
+                        rf'"{re.escape(ip)}" "x-originating-port" "{client_port}" .*'
+                        r'"x-proxy-ttl" "4"\)', first), first
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "x-forward-* pairs in an ID from a trusted peer are dropped; reference §3.4: the "
+    "proxy passes on x-forward-* from the passdb and from a trusted previous hop"))
+def test_forward_fields_from_a_trusted_id_are_passed_on(start_imap, fake_imap, addr):
+    first, _, _ = id_forwarded_after(start_imap, fake_imap, addr("kev"), [
+        '("x-originating-ip" "192.0.2.99" "x-forward-tenant" "blue")'])
+    assert first.endswith('"x-forward-tenant" "blue")'), first
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "x-connected-ip/port in an ID from a trusted peer are not taken: the next hop is "
+    "told mailroute's own local address instead of the one the client connected to "
+    "(reference §3.4 lists x-connected-ip/port among the received keys)"))
+def test_connected_address_from_a_trusted_id_is_passed_on(start_imap, fake_imap, addr):
+    first, _, _ = id_forwarded_after(start_imap, fake_imap, addr("lin"), [
+        '("x-originating-ip" "192.0.2.99" "x-connected-ip" "192.0.2.1" '
+        '"x-connected-port" "143")'])
+    assert '"x-connected-ip" "192.0.2.1" "x-connected-port" "143"' in first, first
+
+
+def test_two_proxies_pointing_at_each_other(start_imap, addr):
+    """A proxies to B and B to A: the TTL in the forwarded ID (5, minus one
+    per hop; a hop that receives 1 or less refuses, reference §3.6) ends the
+    loop after five sessions, at once, instead of a storm of connections."""
+    ugo = addr("ugo")
+    port_a, port_b = free_port(), free_port()
+    a = start_imap({ugo: ("ugo-pw", proxy_fields(port_b))}, imap_port=port_a)
+    b = start_imap({ugo: ("ugo-pw", proxy_fields(port_a))}, imap_port=port_b)
+    with RawImap(port_a) as c:
+        c.greeting()
+        started = time.monotonic()
+        assert c.command("a", f"LOGIN {ugo} ugo-pw") == [f"a {UNAVAILABLE}"]
+        assert time.monotonic() - started < 2
+    def failures():
+        return a.log_lines(ugo, "failed temporarily") + b.log_lines(ugo, "failed temporarily")
+    wait_until(lambda: len(failures()) >= 5, timeout=5, what="every hop to log its failure")
+    time.sleep(0.2)
+    assert len(failures()) == 5, failures()
+    assert len([line for line in failures() if "appear to be looping" in line]) == 1
+    # One session id across the hops: each took it from the trusted ID.
+    assert len({re.search(r"imap\(([^)]+)\)", line).group(1) for line in failures()}) == 1
 
 
 def test_backend_down(start_imap, addr):
@@ -1253,17 +1344,21 @@ def test_proxy_without_host_is_unavailable(start_imap, addr):
 
 
 def test_tls_to_the_backend_never_falls_back_to_plaintext(start_imap, fake_imap, addr):
-    """ssl=yes / starttls=yes towards a login backend is not wired yet:
-    temporary failure, and no plaintext connection (the password stays)."""
+    """ssl=yes towards a plaintext backend fails in the handshake, and
+    starttls=yes towards login backends is not wired yet: both are a
+    temporary failure, and the password never crosses in plaintext."""
     zak, zia = addr("zak"), addr("zia")
     fake = fake_imap()
     mailroute = start_imap({zak: ("zak-pw", proxy_fields(fake.port, "ssl=yes")),
-                            zia: ("zia-pw", proxy_fields(fake.port, "starttls=yes"))})
+                            zia: ("zia-pw", proxy_fields(fake.port, "starttls=yes"))},
+                           extra_config="login_proxy_max_reconnects = 0\n")
     with RawImap(mailroute.imap_port) as c:
         c.greeting()
         assert c.command("a", f"LOGIN {zak} zak-pw") == [f"a {UNAVAILABLE}"]
         assert c.command("b", f"LOGIN {zia} zia-pw") == [f"b {UNAVAILABLE}"]
-    assert fake.sessions == []
+    received = " ".join(str(line) for line in fake.session_lines())
+    assert "zak-pw" not in received and "zia-pw" not in received, received
+    assert mailroute.log_lines("TLS with"), mailroute.stderr()
 
 
 def test_invalid_banner(start_imap, fake_imap, addr):
