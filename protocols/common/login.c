@@ -48,6 +48,7 @@ struct login_session {
     uint64_t deadline_ms;
     uint64_t start_ms;
     struct login_session *prev, *next; /* this worker's sessions */
+    struct fields forward;    /* forward_* received from a trusted previous hop */
     struct relay *relay;
     int busy;
     bool dead;
@@ -113,6 +114,21 @@ void login_set_forwarded(struct login_session *ls, const struct addr *client, in
         ls->client_addr = *client;
     if (ttl >= 0)
         ls->ttl = ttl;
+}
+
+void login_set_forwarded_local(struct login_session *ls, const struct addr *local)
+{
+    ls->local_addr = *local;
+}
+
+void login_add_forward(struct login_session *ls, const char *key, const char *value)
+{
+    fields_set(&ls->forward, key, value);
+}
+
+const struct fields *login_forward_fields(const struct login_session *ls)
+{
+    return &ls->forward;
 }
 
 bool login_set_session_id(struct login_session *ls, const char *id)
@@ -328,10 +344,24 @@ void login_backend_accepted(struct login_session *ls, const char *reply)
     ls->relay = relay_start(client, backend, on_relay_done, ls);
 }
 
+/* A temporary failure after connecting (the backend said "try later",
+ * dropped us, or spoke nonsense): the front may pass the backend's words
+ * on. Not retried yet: loops answer [UNAVAILABLE] at every hop, and they
+ * must first get their own answer ([SERVERBUG], as in Dovecot) so that
+ * retries cannot multiply along a loop. */
+static void backend_temporary(struct login_session *ls, const char *text)
+{
+    char safe[256], safe_text[512];
+    log_info("%s(%s): login of %s failed temporarily: %s (%u attempts)", ls->front->service,
+             ls->id, log_sanitize(safe, sizeof(safe), ls->user),
+             log_sanitize(safe_text, sizeof(safe_text), text), ls->attempts);
+    fail(ls, LOGIN_FAIL_TEMP, text);
+}
+
 void login_backend_failed(struct login_session *ls, bool temporary, const char *text)
 {
     if (temporary) {
-        fail_temp(ls, text != NULL ? text : "backend failure");
+        backend_temporary(ls, text != NULL ? text : "backend failure");
         return;
     }
     char safe[256], safe_text[512];
@@ -696,6 +726,7 @@ static void session_free(struct login_session *ls)
         stream_close_after_flush(ls->client);
     free(ls->user);
     free(ls->mech);
+    fields_free(&ls->forward);
     login_env_unref(&ls->env);
     free(ls);
 }

@@ -120,6 +120,13 @@ void login_authenticate(struct login_session *ls, const struct login_credentials
 /* The front is done with the client (LOGOUT/QUIT or a fatal error). */
 void login_session_close(struct login_session *ls);
 
+/* A trusted previous hop told us which of its addresses the client used. */
+void login_set_forwarded_local(struct login_session *ls, const struct addr *local);
+/* forward_KEY=VALUE fields from a trusted previous hop, passed on to the
+ * backend with the passdb's own forward_* fields. */
+void login_add_forward(struct login_session *ls, const char *key, const char *value);
+const struct fields *login_forward_fields(const struct login_session *ls);
+
 /* This worker's sessions (pre-login, logging in and relayed). */
 unsigned login_sessions_count(void);
 /* Close them all now (shutdown). */

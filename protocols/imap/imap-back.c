@@ -103,11 +103,16 @@ static void write_id(struct imap_back *b, struct buf *out)
     id_pair(out, "x-connected-port", port);
     snprintf(ttl, sizeof(ttl), "%d", login_ttl(b->ls) - 1);
     id_pair(out, "x-proxy-ttl", ttl);
-    for (size_t i = 0; i < t->forward.n; i++) {
-        char key[64];
-        snprintf(key, sizeof(key), "x-forward-%s", t->forward.v[i].key);
-        if (strlen(key) <= 30) /* Dovecot's ID key limit */
-            id_pair(out, key, t->forward.v[i].value != NULL ? t->forward.v[i].value : "");
+    /* Forward fields from a trusted previous hop, then the passdb's own. */
+    const struct fields *lists[2] = {login_forward_fields(b->ls), &t->forward};
+    for (size_t l = 0; l < 2; l++) {
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            const struct field *fl = &lists[l]->v[i];
+            char key[64];
+            snprintf(key, sizeof(key), "x-forward-%s", fl->key);
+            if (strlen(key) <= 30) /* Dovecot's ID key limit */
+                id_pair(out, key, fl->value != NULL ? fl->value : "");
+        }
     }
     buf_append_str(out, ")\r\n");
 }

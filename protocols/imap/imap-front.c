@@ -180,6 +180,19 @@ static void take_forwarded_id(struct imap_front *f, const struct imap_command *c
             ttl = (int)n;
         } else if (str_case_eq(key, "x-session-id")) {
             login_set_session_id(f->ls, value);
+        } else if (str_case_eq(key, "x-connected-ip")) {
+            struct addr local = *login_local_addr(f->ls);
+            uint16_t port = local.port;
+            if (addr_parse_ip(value, &local)) {
+                local.port = port;
+                login_set_forwarded_local(f->ls, &local);
+            }
+        } else if (str_case_eq(key, "x-connected-port") && str_to_uint(value, 65535, &n)) {
+            struct addr local = *login_local_addr(f->ls);
+            local.port = (uint16_t)n;
+            login_set_forwarded_local(f->ls, &local);
+        } else if (str_case_prefix(key, "x-forward-") != NULL && key[10] != '\0') {
+            login_add_forward(f->ls, key + 10, value);
         }
     }
     login_set_forwarded(f->ls, have_ip ? &client : NULL, ttl);
@@ -315,7 +328,12 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
                  text != NULL ? text : "Login disabled for this user");
         break;
     case LOGIN_FAIL_TEMP:
-        snprintf(line, sizeof(line), "NO [UNAVAILABLE] Account is temporarily unavailable.");
+        /* A backend's own "try later" passes on; other reasons stay in the log. */
+        if (text != NULL && str_case_prefix(text, "NO [UNAVAILABLE] ") != NULL &&
+            strcspn(text, "\r\n") == strlen(text))
+            snprintf(line, sizeof(line), "%s", text);
+        else
+            snprintf(line, sizeof(line), "NO [UNAVAILABLE] Account is temporarily unavailable.");
         break;
     case LOGIN_FAIL_BACKEND:
         /* The backend's own reply; without a response code (or with

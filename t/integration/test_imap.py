@@ -1097,19 +1097,12 @@ def test_an_untrusted_client_id_is_ignored(start_imap, fake_imap, addr):
                         r'"x-proxy-ttl" "4"\)', first), first
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "x-forward-* pairs in an ID from a trusted peer are dropped; reference §3.4: the "
-    "proxy passes on x-forward-* from the passdb and from a trusted previous hop"))
 def test_forward_fields_from_a_trusted_id_are_passed_on(start_imap, fake_imap, addr):
     first, _, _ = id_forwarded_after(start_imap, fake_imap, addr("kev"), [
         '("x-originating-ip" "192.0.2.99" "x-forward-tenant" "blue")'])
     assert first.endswith('"x-forward-tenant" "blue")'), first
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "x-connected-ip/port in an ID from a trusted peer are not taken: the next hop is "
-    "told mailroute's own local address instead of the one the client connected to "
-    "(reference §3.4 lists x-connected-ip/port among the received keys)"))
 def test_connected_address_from_a_trusted_id_is_passed_on(start_imap, fake_imap, addr):
     first, _, _ = id_forwarded_after(start_imap, fake_imap, addr("lin"), [
         '("x-originating-ip" "192.0.2.99" "x-connected-ip" "192.0.2.1" '
