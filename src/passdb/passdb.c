@@ -12,17 +12,29 @@
  * auth_username_format = %Lu: "Alice@Example.COM" finds "alice@example.com"
  * (and a passwd-file line written in capitals is never found).
  *
+ * Auth cache (auth_cache_size > 0): each passdb's answers (found with the
+ * driver's fields, stored password included, or unknown) are kept in the
+ * cache shared by all workers, keyed by the expanded SQL query or by
+ * passdb, service and user. A fresh entry answers without the driver; the
+ * password is still checked here, against the cached stored one, and a
+ * mismatch asks the driver again (the password may have changed). When a
+ * driver fails, an expired positive entry answers instead, as in Dovecot;
+ * an expired "unknown user" does not (a bounce on stale data loses mail).
+ *
  * Reply lifetime: the struct passdb_reply and everything it points to are
  * valid during the callback only. */
 #include "passdb.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "auth-cache.h"
 #include "loop.h"
 #include "log.h"
 #include "mem.h"
 #include "passdb-private.h"
+#include "passdb-sql.h"
 #include "password-scheme.h"
 #include "str.h"
 #include "var.h"
@@ -38,6 +50,7 @@ struct passdb {
     struct passdb_instance *v;
     size_t n;
     struct passdb_lookup *lookups;  /* live lookups, so destroy can abort them */
+    struct auth_cache *cache;       /* NULL: off */
 };
 
 enum lookup_stage {
@@ -62,6 +75,10 @@ struct passdb_lookup {
     struct fields fields;
     char *user;                     /* reply user; a "user" field rewrites it */
     char *error;
+
+    char *cache_key;                /* of the passdb being asked; NULL: no cache */
+    bool from_cache;                /* the fields came from the cache */
+    bool bypass_cache;              /* asking again after a cached password failed */
 
     char *stored;                   /* password check on a worker thread */
     char *scheme;
@@ -135,6 +152,7 @@ static void lookup_free(struct passdb_lookup *lk)
     free(lk->user);
     free(lk->error);
     free_secret(&lk->stored);
+    free_secret(&lk->cache_key); /* a query may hold the password (%w) */
     free(lk->scheme);
     free(lk);
 }
@@ -176,6 +194,8 @@ static void finish(struct passdb_lookup *lk, enum passdb_result result, const ch
 
 /* Password check */
 
+static void retry_without_cache(struct passdb_lookup *lk);
+
 static void verify_finished(struct passdb_lookup *lk)
 {
     char name[LOG_USER_MAX];
@@ -184,7 +204,10 @@ static void verify_finished(struct passdb_lookup *lk)
         finish(lk, PASSDB_OK, NULL);
         break;
     case PASSWORD_NO_MATCH:
-        finish(lk, PASSDB_PASSWORD_MISMATCH, NULL);
+        if (lk->from_cache)
+            retry_without_cache(lk);
+        else
+            finish(lk, PASSDB_PASSWORD_MISMATCH, NULL);
         break;
     case PASSWORD_BAD_STORED:
         log_error("passdb: user %s: %s", log_user(name, lk), lk->verify_error);
@@ -305,14 +328,10 @@ static void got_user(struct passdb_lookup *lk, const struct passdb_instance *ins
 
 static void start_driver(struct passdb_lookup *lk);
 
-static void on_driver_done(enum passdb_result result, const struct fields *fields,
-                           const char *error, void *ctx)
+/* A driver's (or the cache's) answer for passdb lk->idx. */
+static void handle_answer(struct passdb_lookup *lk, enum passdb_result result,
+                          const struct fields *fields, const char *error)
 {
-    struct passdb_lookup *lk = ctx;
-    if (lk->aborted) {
-        lookup_free(lk);
-        return;
-    }
     if (result == PASSDB_USER_UNKNOWN && lk->idx + 1 < lk->db->n) {
         lk->idx++;
         start_driver(lk);
@@ -323,10 +342,106 @@ static void on_driver_done(enum passdb_result result, const struct fields *field
     }
 }
 
+/* Auth cache */
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static char *make_cache_key(const struct passdb_lookup *lk)
+{
+    char *query = passdb_sql_cache_key(lk->db->v[lk->idx].driver, &lk->req);
+    char *key = query != NULL ? xasprintf("%zu\x1f%s", lk->idx, query)
+                              : xasprintf("%zu\x1f%s\x1f%s", lk->idx,
+                                          lk->req.service != NULL ? lk->req.service : "",
+                                          lk->req.user);
+    free_secret(&query);
+    return key;
+}
+
+/* Answer from a fresh cache entry; false when there is none. */
+static bool answer_from_cache(struct passdb_lookup *lk)
+{
+    struct fields cached = FIELDS_INIT;
+    bool positive = false;
+    free_secret(&lk->cache_key);
+    lk->from_cache = false;
+    if (lk->db->cache == NULL)
+        return false;
+    lk->cache_key = make_cache_key(lk);
+    if (lk->bypass_cache || auth_cache_lookup(lk->db->cache, lk->cache_key, monotonic_ms(),
+                                              false, &positive, &cached) != AUTH_CACHE_FOUND)
+        return false;
+    lk->from_cache = true;
+    handle_answer(lk, positive ? PASSDB_OK : PASSDB_USER_UNKNOWN, &cached, NULL);
+    fields_free(&cached);
+    return true;
+}
+
+/* The driver failed: an expired entry of a found user answers instead. */
+static bool answer_from_stale_cache(struct passdb_lookup *lk, const char *error)
+{
+    struct fields cached = FIELDS_INIT;
+    bool positive = false;
+    char name[LOG_USER_MAX];
+    if (lk->cache_key == NULL ||
+        auth_cache_lookup(lk->db->cache, lk->cache_key, monotonic_ms(), true, &positive,
+                          &cached) == AUTH_CACHE_MISS || !positive) {
+        fields_free(&cached);
+        return false;
+    }
+    log_warn("passdb: user %s: %s; falling back to expired data from the cache",
+             log_user(name, lk), error != NULL ? error : "lookup failed");
+    lk->from_cache = true;
+    handle_answer(lk, PASSDB_OK, &cached, NULL);
+    fields_free(&cached);
+    return true;
+}
+
+static void cache_answer(struct passdb_lookup *lk, enum passdb_result result,
+                         const struct fields *fields)
+{
+    if (lk->cache_key != NULL && result != PASSDB_TEMPFAIL)
+        auth_cache_insert(lk->db->cache, lk->cache_key, lk->req.user, result == PASSDB_OK,
+                          fields, monotonic_ms());
+}
+
+/* A cached stored password did not match: ask the driver itself. */
+static void retry_without_cache(struct passdb_lookup *lk)
+{
+    fields_clear(&lk->fields);
+    free(lk->user);
+    lk->user = xstrdup(lk->req.user);
+    free_secret(&lk->stored);
+    free(lk->scheme);
+    lk->scheme = NULL;
+    lk->bypass_cache = true;
+    start_driver(lk);
+}
+
+static void on_driver_done(enum passdb_result result, const struct fields *fields,
+                           const char *error, void *ctx)
+{
+    struct passdb_lookup *lk = ctx;
+    if (lk->aborted) {
+        lookup_free(lk);
+        return;
+    }
+    if (result == PASSDB_TEMPFAIL && answer_from_stale_cache(lk, error))
+        return;
+    cache_answer(lk, result, fields);
+    handle_answer(lk, result, fields, error);
+}
+
 static void start_driver(struct passdb_lookup *lk)
 {
     struct passdb_driver *drv = lk->db->v[lk->idx].driver;
     lk->stage = STAGE_DRIVER;
+    if (answer_from_cache(lk))
+        return;
     drv->ops->lookup(drv, &lk->req, on_driver_done, lk);
 }
 
@@ -384,6 +499,7 @@ void passdb_lookup_abort(struct passdb_lookup **lookup)
 static const struct passdb_driver_ops *const drivers[] = {
     &passdb_driver_passwd_file,
     &passdb_driver_static,
+    &passdb_driver_sql,
 };
 
 static const struct passdb_driver_ops *find_driver(const char *name)
@@ -416,6 +532,9 @@ struct passdb *passdb_create(const struct settings *set, struct loop *loop, char
     struct passdb *db = xcalloc(1, sizeof(*db));
     db->loop = loop;
     db->v = xcalloc(set->n_passdbs, sizeof(*db->v));
+    if (set->auth_cache_size > 0)
+        db->cache = auth_cache_acquire(set, set->auth_cache_size, set->auth_cache_ttl_ms,
+                                       set->auth_cache_negative_ttl_ms);
     for (unsigned i = 0; i < set->n_passdbs; i++) {
         char *error = NULL;
         if (!create_instance(&db->v[i], &set->passdbs[i], loop, &error)) {
@@ -444,6 +563,7 @@ void passdb_destroy(struct passdb **dbp)
         fields_free(&db->v[i].override_fields);
     }
     free(db->v);
+    auth_cache_release(&db->cache);
     free(db);
 }
 
