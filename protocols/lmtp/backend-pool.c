@@ -27,6 +27,7 @@ struct backend_pool {
     struct pool_entry *buckets[POOL_BUCKETS];
     unsigned max_idle;
     uint64_t idle_ms;
+    struct backend *limbo;    /* released, waiting for their RSET reply */
 };
 
 static unsigned hash_key(const char *key)
@@ -73,12 +74,42 @@ unsigned backend_pool_max_idle(struct backend_pool *p)
     return p->max_idle;
 }
 
+void backend_pool_hold(struct backend_pool *p, struct backend *b)
+{
+    b->in_limbo = true;
+    b->limbo_prev = NULL;
+    b->limbo_next = p->limbo;
+    if (p->limbo != NULL)
+        p->limbo->limbo_prev = b;
+    p->limbo = b;
+}
+
+void backend_pool_unhold(struct backend_pool *p, struct backend *b)
+{
+    if (!b->in_limbo)
+        return;
+    b->in_limbo = false;
+    if (b->limbo_prev != NULL)
+        b->limbo_prev->limbo_next = b->limbo_next;
+    else
+        p->limbo = b->limbo_next;
+    if (b->limbo_next != NULL)
+        b->limbo_next->limbo_prev = b->limbo_prev;
+}
+
 void backend_pool_free(struct backend_pool **pp)
 {
     struct backend_pool *p = *pp;
     if (p == NULL)
         return;
     *pp = NULL;
+    while (p->limbo != NULL) {
+        struct backend *b = p->limbo;
+        backend_pool_unhold(p, b);
+        b->released = true;
+        if (b->busy == 0)
+            backend_pool_free_backend(b);
+    }
     for (unsigned i = 0; i < POOL_BUCKETS; i++) {
         struct pool_entry *e = p->buckets[i];
         while (e != NULL) {
@@ -154,6 +185,8 @@ bool backend_pool_failing(struct backend_pool *p, const char *key, uint64_t ms)
 
 void backend_pool_free_backend(struct backend *b)
 {
+    if (b->in_limbo && b->pool != NULL)
+        backend_pool_unhold(b->pool, b);
     loop_defer_cancel(b->loop, backend_fail_late_waiters, b);
     timer_free(&b->timer);
     stream_destroy(&b->s);

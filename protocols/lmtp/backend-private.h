@@ -65,6 +65,8 @@ struct backend {
     void (*fail_fn)(void *ctx);   /* told when the connection dies, waiters or not */
     void *fail_ctx;
     struct tls_client *tls_client; /* a reference: pooled backends outlive reloads */
+    struct backend *limbo_prev, *limbo_next; /* RSET in flight: the pool's until answered */
+    bool in_limbo;
     int busy;                 /* callbacks on the stack */
     bool released;            /* free once busy drops to 0 */
 };
@@ -83,6 +85,10 @@ void backend_pool_note_failure(struct backend_pool *p, const char *key);
 bool backend_pool_failing(struct backend_pool *p, const char *key, uint64_t ms);
 unsigned backend_pool_max_idle(struct backend_pool *p);
 void backend_pool_set_limits(struct backend_pool *p, unsigned max_idle, uint64_t idle_ms);
+/* Released with RSET in flight: the pool owns it until the reply (so it is
+ * freed with the pool at shutdown). */
+void backend_pool_hold(struct backend_pool *p, struct backend *b);
+void backend_pool_unhold(struct backend_pool *p, struct backend *b);
 /* Free a backend that belongs to nobody (not in the pool). */
 void backend_pool_free_backend(struct backend *b);
 

@@ -675,6 +675,7 @@ void backend_get_abort(struct backend_get **gp)
 static void on_rset(void *ctx, const struct smtp_reply *r)
 {
     struct backend *b = ctx;
+    backend_pool_unhold(b->pool, b);
     if (r == NULL || r->code / 100 != 2) {
         b->released = true;
         if (b->busy == 0)
@@ -701,6 +702,7 @@ void backend_release(struct backend **bp, bool dirty)
         return;
     }
     if (dirty) {
+        backend_pool_hold(b->pool, b);
         backend_cmd(b, "RSET", on_rset, b);
         return;
     }

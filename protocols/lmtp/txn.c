@@ -579,9 +579,9 @@ static void group_abort(struct group *g, const char *why)
     g->state = GROUP_DONE;
 }
 
-static void on_final_reply(void *ctx, const struct smtp_reply *reply)
+/* One recipient's final reply from its backend's answer to the data. */
+static void final_from_reply(struct rcpt *r, const struct smtp_reply *reply)
 {
-    struct rcpt *r = ctx;
     struct group *g = r->group;
     char line[1024];
     if (reply == NULL) {
@@ -593,17 +593,32 @@ static void on_final_reply(void *ctx, const struct smtp_reply *reply)
         backend_reply_text(line, sizeof(line), r, reply);
         rcpt_final(r, "%s", line);
     }
+}
+
+/* Kicking the session may finish and free the transaction: it comes last,
+ * after the group is done with its own fields. */
+static void on_final_reply(void *ctx, const struct smtp_reply *reply)
+{
+    struct rcpt *r = ctx;
+    struct group *g = r->group;
+    struct txn *t = r->txn;
+    final_from_reply(r, reply);
     if (g->n_replies_left > 0 && --g->n_replies_left == 0 && g->state == GROUP_REPLIES)
         group_done(g);
-    txn_kick(r->txn);
+    txn_kick(t);
 }
 
 /* SMTP backends answer DATA once for all their recipients. */
 static void on_smtp_final(void *ctx, const struct smtp_reply *reply)
 {
     struct group *g = ctx;
+    struct txn *t = g->txn;
     for (size_t i = 0; i < g->n_sent; i++)
-        on_final_reply(g->sent[i], reply);
+        final_from_reply(g->sent[i], reply);
+    g->n_replies_left = 0;
+    if (g->state == GROUP_REPLIES)
+        group_done(g);
+    txn_kick(t);
 }
 
 static void on_maildir_done(void *ctx, bool ok)

@@ -7,6 +7,7 @@
 #include <sysexits.h>
 
 #include "daemon.h"
+#include "log.h"
 #include "loop.h"
 #include "mem.h"
 #include "passdb.h"
@@ -37,6 +38,14 @@ static enum route_proto proto_from_name(const char *name, bool *ok)
     }
     *ok = false;
     return ROUTE_PROTO_LMTP;
+}
+
+/* "key=value" with control characters replaced: a user name or a passdb
+ * value must not be able to forge more lines of this output. */
+static void print_kv(const char *key, const char *value)
+{
+    char safe[1024];
+    printf("%s=%s\n", key, log_sanitize(safe, sizeof(safe), value));
 }
 
 static void print_decision(struct lookup_state *st, const struct addr *ips, size_t n)
@@ -79,15 +88,15 @@ static void on_reply(const struct passdb_reply *reply, void *ctx)
     struct lookup_state *st = ctx;
     printf("result=%s\n", passdb_result_str(reply->result));
     if (reply->user != NULL)
-        printf("user=%s\n", reply->user);
+        print_kv("user", reply->user);
     if (reply->error != NULL)
-        printf("error=%s\n", reply->error);
+        print_kv("error", reply->error);
     for (size_t i = 0; i < reply->fields->n; i++) {
         const struct field *f = &reply->fields->v[i];
         if (strcmp(f->key, "pass") == 0 || strcmp(f->key, "password") == 0)
             printf("%s=<hidden>\n", f->key);
         else if (f->value != NULL)
-            printf("%s=%s\n", f->key, f->value);
+            print_kv(f->key, f->value);
         else
             printf("%s=\n", f->key); /* a flag: present, no value */
     }
