@@ -185,7 +185,12 @@ static void finish(struct passdb_lookup *lk, enum passdb_result result, const ch
         fields_remove(&lk->fields, "password");
         fields_remove(&lk->fields, "nopassword");
     } else {
+        /* A failure discards every field (no referral after a wrong
+         * password), except "nodelay": it is meant for failure replies. */
+        bool nodelay = result == PASSDB_PASSWORD_MISMATCH && fields_has(&lk->fields, "nodelay");
         fields_clear(&lk->fields);
+        if (nodelay)
+            fields_set(&lk->fields, "nodelay", NULL);
     }
     free_secret((char **)&lk->req.password);
     lk->stage = STAGE_DEFERRED;

@@ -925,10 +925,6 @@ def test_wrong_password_leaks_no_referral_and_is_delayed(start_imap, addr):
         assert c.greeting() == GREETING
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nodelay is lost on a wrong password: passdb's finish() clears every field of a "
-    "failed look-up, so login.c refuse() never sees it and waits auth_failure_delay "
-    "anyway (reference §2.2: nodelay skips the delay on failure replies)"))
 def test_nodelay_skips_the_failure_delay(start_imap, addr):
     xia = addr("xia")
     mailroute = start_imap({xia: ("xia-pw", "nodelay")}, auth_failure_delay="2s")
