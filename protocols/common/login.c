@@ -358,6 +358,21 @@ static void backend_temporary(struct login_session *ls, const char *text)
     fail(ls, LOGIN_FAIL_TEMP, text);
 }
 
+static void retry_connect(struct login_session *ls);
+static uint64_t time_left(struct login_session *ls);
+
+void login_backend_retry(struct login_session *ls, const char *text)
+{
+    const struct settings *set = ls->env->set;
+    if (ls->attempts <= set->login_proxy_max_reconnects && time_left(ls) > 1100) {
+        free_bstate(ls);
+        stream_destroy(&ls->backend);
+        timer_after(ls, 1000, retry_connect);
+        return;
+    }
+    backend_temporary(ls, text);
+}
+
 void login_backend_failed(struct login_session *ls, bool temporary, const char *text)
 {
     if (temporary) {
@@ -541,10 +556,18 @@ static void act(struct login_session *ls)
     case ROUTE_REFUSE:
         refuse(ls);
         break;
-    case ROUTE_LOOP:
-        fail_temp(ls, d->loop == ROUTE_LOOP_TTL ? "TTL reached zero: proxies appear to be looping"
-                                                : "proxying loops to itself");
+    case ROUTE_LOOP: {
+        char safe[256];
+        log_info("%s(%s): login of %s failed: %s", ls->front->service, ls->id,
+                 log_sanitize(safe, sizeof(safe), ls->user),
+                 d->loop == ROUTE_LOOP_TTL ? "TTL reached zero: proxies appear to be looping"
+                                           : "proxying loops to itself");
+        /* Dovecot: a loop to ourselves is an internal failure ([UNAVAILABLE]),
+         * an exhausted TTL a remote configuration one ([SERVERBUG]), which
+         * the previous hop passes on instead of retrying. */
+        fail(ls, d->loop == ROUTE_LOOP_TTL ? LOGIN_FAIL_LOOP : LOGIN_FAIL_TEMP, NULL);
         break;
+    }
     case ROUTE_TEMPFAIL:
         fail_temp(ls, d->log_detail != NULL ? d->log_detail : "temporary failure");
         break;

@@ -50,7 +50,9 @@ void login_env_unref(struct login_env **env);
 enum login_failure {
     LOGIN_FAIL_AUTH,          /* wrong password or unknown user */
     LOGIN_FAIL_NOLOGIN,       /* nologin without host */
-    LOGIN_FAIL_TEMP,          /* passdb down, backend down, loop, TTL, bad fields */
+    LOGIN_FAIL_TEMP,          /* passdb down, backend down, bad fields */
+    LOGIN_FAIL_LOOP,          /* TTL exhausted: temporary to the client, but worded so
+                               * that a previous hop does not retry */
     LOGIN_FAIL_BACKEND,       /* the backend refused the login: its reply is given */
 };
 
@@ -144,6 +146,9 @@ const struct addr *login_client_addr(const struct login_session *ls);
 const struct addr *login_local_addr(const struct login_session *ls);
 int login_ttl(const struct login_session *ls);
 void login_backend_accepted(struct login_session *ls, const char *reply);
+/* The backend said "try again later" (IMAP NO [UNAVAILABLE]): reconnect
+ * while login_proxy_max_reconnects and time allow, then pass text on. */
+void login_backend_retry(struct login_session *ls, const char *text);
 /* The decision being acted on (for "log in anyway" referrals), or NULL. */
 const struct route_decision *login_decision(const struct login_session *ls);
 /* temporary: retry/tempfail; else the reply text goes to the front as LOGIN_FAIL_BACKEND. */

@@ -213,8 +213,10 @@ static void on_login_reply(struct imap_back *b, const char *rest)
         return;
     }
     b->done = true;
-    bool temp = str_case_prefix(rest, "NO [UNAVAILABLE]") != NULL;
-    login_backend_failed(b->ls, temp, rest);
+    if (str_case_prefix(rest, "NO [UNAVAILABLE]") != NULL)
+        login_backend_retry(b->ls, rest);
+    else
+        login_backend_failed(b->ls, false, rest);
 }
 
 /* One complete line from the backend. */

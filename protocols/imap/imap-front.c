@@ -335,6 +335,10 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
         else
             snprintf(line, sizeof(line), "NO [UNAVAILABLE] Account is temporarily unavailable.");
         break;
+    case LOGIN_FAIL_LOOP:
+        /* Not [UNAVAILABLE]: a proxy in front of us must not retry a loop. */
+        snprintf(line, sizeof(line), "NO [SERVERBUG] Account is temporarily unavailable.");
+        break;
     case LOGIN_FAIL_BACKEND:
         /* The backend's own reply; without a response code (or with
          * AUTHENTICATIONFAILED) the text is hidden: it may tell which users

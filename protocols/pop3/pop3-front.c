@@ -363,6 +363,10 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
     case LOGIN_FAIL_TEMP:
         reply(f, REPLY_TEMP_FAILED);
         break;
+    case LOGIN_FAIL_LOOP:
+        /* Without [SYS/TEMP], as Dovecot answers a loop. */
+        reply(f, "-ERR Account is temporarily unavailable.");
+        break;
     case LOGIN_FAIL_BACKEND:
         /* The backend's own -ERR line passes (it may carry [IN-USE] or
          * [SYS/PERM]); anything else is hidden. */
