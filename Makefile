@@ -59,6 +59,15 @@ fuzz-smoke: fuzz
 	    || { tail -40 /tmp/mailroute-fuzz/$$name.log; exit 1; }; \
 	done
 
+# LMTP benchmark, direct vs Dovecot's proxy vs mailroute (bench/, docs/performance.md;
+# root, about 5 min). BENCH_REPS=5 for more repetitions, BENCH_QUICK=1 for a smoke
+# run, BENCH_ARGS="--keep --out FILE" and the like for bench/lmtp_bench.py.
+bench: test-deps
+	@[ -x $(BUILD)/src/daemon/mailrouted ] || { cmake -S . -B $(BUILD) $(CMAKE_FLAGS) && \
+	  cmake --build $(BUILD) -j$(JOBS) --target mailrouted; }
+	/usr/bin/python3 -B bench/lmtp_bench.py --mailrouted $(BUILD)/src/daemon/mailrouted \
+	  --reps $(or $(BENCH_REPS),3) $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
 # Markdown in docs/ -> HTML (build/docs/*.html) and man pages, with cmark.
 docs: deps
 	@mkdir -p $(BUILD)/docs
