@@ -63,8 +63,8 @@ fuzz-smoke: fuzz
 # root, about 5 min). BENCH_REPS=5 for more repetitions, BENCH_QUICK=1 for a smoke
 # run, BENCH_ARGS="--keep --out FILE" and the like for bench/lmtp_bench.py.
 bench: test-deps
-	@[ -x $(BUILD)/src/daemon/mailrouted ] || { cmake -S . -B $(BUILD) $(CMAKE_FLAGS) && \
-	  cmake --build $(BUILD) -j$(JOBS) --target mailrouted; }
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS) --target mailrouted
 	/usr/bin/python3 -B bench/lmtp_bench.py --mailrouted $(BUILD)/src/daemon/mailrouted \
 	  --reps $(or $(BENCH_REPS),3) $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 

@@ -13,7 +13,8 @@
 #include "mem.h"
 
 struct body {
-    struct buf mem;
+    struct buf mem;       /* bytes [base, size) while not spooled */
+    uint64_t base;        /* what every reader has consumed is dropped */
     int fd;
     uint64_t size;
     size_t threshold;
@@ -43,10 +44,11 @@ void body_free(struct body **bp)
     free(b);
 }
 
-static bool write_all(int fd, const char *p, size_t n)
+
+static bool pwrite_all(int fd, const char *p, size_t n, uint64_t offset)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = pwrite(fd, p, n, (off_t)offset);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -54,10 +56,14 @@ static bool write_all(int fd, const char *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
+        offset += (uint64_t)w;
     }
     return true;
 }
 
+/* The unread window outgrew the threshold (a slow backend): from now on
+ * the body lives in a file, at its own offsets (the part before base is a
+ * hole nobody reads). */
 static bool spill(struct body *b, const char **error_r)
 {
     char *path = xasprintf("%s/mailroute-body.XXXXXX", b->tmpdir);
@@ -70,7 +76,7 @@ static bool spill(struct body *b, const char **error_r)
     }
     unlink(path);
     free(path);
-    if (!write_all(b->fd, buf_ptr(&b->mem), buf_used(&b->mem))) {
+    if (!pwrite_all(b->fd, buf_ptr(&b->mem), buf_used(&b->mem), b->base)) {
         *error_r = "cannot write the temporary file";
         return false;
     }
@@ -80,10 +86,10 @@ static bool spill(struct body *b, const char **error_r)
 
 bool body_append(struct body *b, const char *data, size_t n, const char **error_r)
 {
-    if (b->fd < 0 && b->size + n > b->threshold && !spill(b, error_r))
+    if (b->fd < 0 && b->size - b->base + n > b->threshold && !spill(b, error_r))
         return false;
     if (b->fd >= 0) {
-        if (!write_all(b->fd, data, n)) {
+        if (!pwrite_all(b->fd, data, n, b->size)) {
             log_error("body: temp file write failed: %s", strerror(errno));
             *error_r = "cannot write the temporary file";
             return false;
@@ -93,6 +99,18 @@ bool body_append(struct body *b, const char *data, size_t n, const char **error_
     }
     b->size += n;
     return true;
+}
+
+void body_release(struct body *b, uint64_t upto)
+{
+    if (b->fd >= 0 || upto <= b->base)
+        return;
+    if (upto > b->size)
+        upto = b->size;
+    buf_consume(&b->mem, (size_t)(upto - b->base));
+    if (buf_used(&b->mem) == 0)
+        buf_free(&b->mem);
+    b->base = upto;
 }
 
 void body_set_complete(struct body *b)
@@ -122,7 +140,9 @@ long body_read(struct body *b, uint64_t offset, char *scratch, size_t max, const
     uint64_t left = b->size - offset;
     size_t n = left < max ? (size_t)left : max;
     if (b->fd < 0) {
-        *ptr = buf_ptr(&b->mem) + offset;
+        if (offset < b->base)
+            return -1; /* released: a reader went back, which readers never do */
+        *ptr = buf_ptr(&b->mem) + (offset - b->base);
         return (long)n;
     }
     ssize_t r = pread(b->fd, scratch, n, (off_t)offset);

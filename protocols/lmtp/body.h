@@ -1,10 +1,12 @@
 /* body - one transaction's message body, written once, read by every
  * delivery group at its own pace.
  *
- * The first bytes stay in memory; past the spool threshold the body moves
- * to an unlinked temporary file, so memory per transaction is bounded for
- * any message size and any backend speed. The writer never waits for
- * readers: the client's data is read at its own speed. */
+ * Bytes stay in memory while every reader keeps up (body_release() drops
+ * what all of them have consumed); when the unread window grows past the
+ * spool threshold (a slow backend) the body moves to an unlinked temporary
+ * file. So memory per transaction is bounded for any message size and any
+ * backend speed, and fast backends cost no file I/O. The writer never waits
+ * for readers: the client's data is read at its own speed. */
 #ifndef MR_BODY_H
 #define MR_BODY_H
 
@@ -18,6 +20,8 @@ struct body *body_new(size_t spool_threshold, const char *tmpdir);
 void body_free(struct body **b);
 /* Append bytes; false on a temp-file error (*error_r: static-ish text). */
 bool body_append(struct body *b, const char *data, size_t n, const char **error_r);
+/* Every reader is past upto: memory before it may go. */
+void body_release(struct body *b, uint64_t upto);
 void body_set_complete(struct body *b);
 bool body_complete(const struct body *b);
 uint64_t body_size(const struct body *b);

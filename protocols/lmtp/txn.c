@@ -872,6 +872,18 @@ struct txn *txn_new(struct session *sess, const char *from, const char *params)
     return t;
 }
 
+/* What every group still delivering has already taken can leave memory. */
+static void release_consumed(struct txn *t)
+{
+    uint64_t low = body_size(t->body);
+    for (size_t i = 0; i < t->n_groups; i++) {
+        const struct group *g = t->groups[i];
+        if (g->state != GROUP_DONE && g->state != GROUP_REPLIES && g->offset < low)
+            low = g->offset;
+    }
+    body_release(t->body, low);
+}
+
 static void txn_pump(void *ctx)
 {
     struct txn *t = ctx;
@@ -880,6 +892,7 @@ static void txn_pump(void *ctx)
         if (t->groups[i]->state == GROUP_STREAMING)
             group_pump(t->groups[i]);
     }
+    release_consumed(t);
     txn_kick(t);
 }
 
