@@ -58,7 +58,7 @@ struct backend_pool *backend_pool_new(struct loop *loop)
 {
     struct backend_pool *p = xcalloc(1, sizeof(*p));
     p->loop = loop;
-    p->max_idle = 16;
+    p->max_idle = 64;
     p->idle_ms = 30000;
     return p;
 }

@@ -90,7 +90,7 @@ struct settings {
     uint64_t lmtp_proxy_timeout_ms;       /* per backend reply; default 125 s (proxy_timeout field overrides) */
     uint64_t lmtp_transaction_timeout_ms; /* whole DATA wait; default 10 min */
     uint64_t lmtp_backend_idle_timeout_ms;/* pooled idle connection; default 30 s */
-    unsigned lmtp_backend_max_idle;       /* pooled connections per target per worker; default 16 */
+    unsigned lmtp_backend_max_idle;       /* pooled connections per target per worker; default 64 */
     uint64_t lmtp_backend_fail_fast_ms;   /* after a connect failure, fail at once; default 2 s */
     uint64_t delay_until_max_ms;          /* longest delay_until hold; default 300 s */
 

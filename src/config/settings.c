@@ -90,7 +90,7 @@ static const struct setting_def setting_defs[] = {
     S_MSECS(lmtp_proxy_timeout, "125s"),
     S_MSECS(lmtp_transaction_timeout, "10 mins"),
     S_MSECS(lmtp_backend_idle_timeout, "30s"),
-    S_UINT(lmtp_backend_max_idle, "16", 0, UINT_MAX),
+    S_UINT(lmtp_backend_max_idle, "64", 0, UINT_MAX),
     S_MSECS(lmtp_backend_fail_fast, "2s"),
     S_MSECS(delay_until_max, "300s"),
     /* Login proxy (IMAP, POP3, Submission) */

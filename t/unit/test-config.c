@@ -123,7 +123,7 @@ static void test_defaults(void)
     CHECK_INT(set->lmtp_proxy_timeout_ms, 125000);
     CHECK_INT(set->lmtp_transaction_timeout_ms, 10 * 60 * 1000);
     CHECK_INT(set->lmtp_backend_idle_timeout_ms, 30000);
-    CHECK_INT(set->lmtp_backend_max_idle, 16);
+    CHECK_INT(set->lmtp_backend_max_idle, 64);
     CHECK_INT(set->lmtp_backend_fail_fast_ms, 2000);
     CHECK_INT(set->delay_until_max_ms, 300000);
     CHECK_INT(set->n_listeners, 0);
