@@ -22,7 +22,7 @@
 enum login_state { LS_PRELOGIN, LS_AUTH, LS_BACKEND, LS_RELAY };
 
 struct login_session {
-    struct login_env *env;
+    struct proto_env *env;
     const struct login_front *front;
     const struct login_back *back;
     void *fstate, *bstate;
@@ -77,24 +77,6 @@ static void leave(struct login_session *ls)
         session_free(ls);
 }
 
-void login_env_ref(struct login_env *env)
-{
-    env->refs++;
-}
-
-void login_env_unref(struct login_env **envp)
-{
-    struct login_env *env = *envp;
-    if (env == NULL)
-        return;
-    *envp = NULL;
-    if (--env->refs > 0)
-        return;
-    passdb_destroy(&env->passdb);
-    if (env->release != NULL)
-        env->release(env->release_ctx);
-    free(env);
-}
 
 /* Accessors */
 
@@ -689,11 +671,11 @@ static void client_closed(void *ctx, int err)
 
 static const struct stream_handler client_handler = {client_input, NULL, client_closed};
 
-void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
+void login_session_start(struct proto_env *env, struct stream *s, const struct login_front *front,
                          const struct login_back *back, bool implicit_tls)
 {
     struct login_session *ls = xcalloc(1, sizeof(*ls));
-    login_env_ref(env);
+    proto_env_ref(env);
     ls->env = env;
     ls->front = front;
     ls->back = back;
@@ -750,7 +732,7 @@ static void session_free(struct login_session *ls)
     free(ls->user);
     free(ls->mech);
     fields_free(&ls->forward);
-    login_env_unref(&ls->env);
+    proto_env_unref(&ls->env);
     free(ls);
 }
 

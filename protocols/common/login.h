@@ -26,26 +26,12 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "env.h"
 #include "passdb.h"
 #include "route.h"
 #include "sid.h"
 #include "stream.h"
 
-/* One configuration generation in one worker, for the login protocols. */
-struct login_env {
-    int refs;
-    struct loop *loop;
-    const struct settings *set;
-    struct passdb *passdb;
-    const struct route_self *self;
-    struct tls_server *tls_server;
-    struct tls_client *tls_client;
-    void (*release)(void *ctx);
-    void *release_ctx;
-};
-
-void login_env_ref(struct login_env *env);
-void login_env_unref(struct login_env **env);
 
 enum login_failure {
     LOGIN_FAIL_AUTH,          /* wrong password or unknown user */
@@ -90,7 +76,7 @@ struct login_back {
 };
 
 /* implicit_tls: the listener has "ssl = yes": TLS first, then the greeting. */
-void login_session_start(struct login_env *env, struct stream *s, const struct login_front *front,
+void login_session_start(struct proto_env *env, struct stream *s, const struct login_front *front,
                          const struct login_back *back, bool implicit_tls);
 
 /* For fronts */

@@ -576,7 +576,7 @@ static void on_connected(void *ctx, struct stream *s, int err)
     leave(b);
 }
 
-static struct backend *backend_new(struct lmtp_env *env, const struct backend_target *t)
+static struct backend *backend_new(struct proto_env *env, const struct backend_target *t)
 {
     struct backend *b = xcalloc(1, sizeof(*b));
     b->loop = env->loop;
@@ -615,7 +615,7 @@ static void reuse_ready(void *ctx)
     start_xclient_or_ready(b);
 }
 
-struct backend_get *backend_get(struct lmtp_env *env, const struct backend_target *t,
+struct backend_get *backend_get(struct proto_env *env, const struct backend_target *t,
                                 const struct backend_client_info *ci, backend_ready_fn *fn,
                                 void *ctx)
 {

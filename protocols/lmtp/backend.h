@@ -70,7 +70,7 @@ bool backend_target_local(struct backend_target *t, const struct settings *set);
  * callback runs later with the backend, or NULL on failure (failure kind in
  * *fail_r of backend_last_failure()). Returns a handle to cancel. */
 struct backend_get;
-struct backend_get *backend_get(struct lmtp_env *env, const struct backend_target *t,
+struct backend_get *backend_get(struct proto_env *env, const struct backend_target *t,
                                 const struct backend_client_info *ci, backend_ready_fn *fn,
                                 void *ctx);
 void backend_get_abort(struct backend_get **g);

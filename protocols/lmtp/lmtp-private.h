@@ -121,7 +121,7 @@ struct txn {
 
 struct session {
     struct session *next, *prev;  /* the worker's session list */
-    struct lmtp_env *env;
+    struct proto_env *env;
     struct stream *s;
     char id[SID_LEN + 1];
     unsigned txn_count;

@@ -1,9 +1,9 @@
 /* lmtp - the LMTP router: Postfix speaks LMTP to us, we route every
  * recipient by passdb and forward to backends over LMTP or SMTP.
  *
- * Public entry points for the daemon. One struct lmtp_env per worker and
- * configuration generation: sessions keep the env they started with, so a
- * reload never changes the rules under an open transaction. */
+ * Public entry points for the daemon. Sessions keep the proto_env (env.h)
+ * they started with, so a reload never changes the rules under an open
+ * transaction. */
 #ifndef MR_LMTP_H
 #define MR_LMTP_H
 
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "env.h"
 #include "loop.h"
 #include "passdb.h"
 #include "route.h"
@@ -18,26 +19,9 @@
 
 struct backend_pool;
 
-struct lmtp_env {
-    int refs;
-    struct loop *loop;
-    const struct settings *set;
-    struct passdb *passdb;
-    const struct route_self *self;
-    struct backend_pool *pool;   /* per worker, outlives generations */
-    struct tls_server *tls_server; /* NULL: no TLS offered (borrowed from the generation) */
-    struct tls_client *tls_client; /* for backends with ssl/starttls (borrowed) */
-    /* Called when the last reference goes (releases set/self in the daemon). */
-    void (*release)(void *ctx);
-    void *release_ctx;
-};
-
-void lmtp_env_ref(struct lmtp_env *env);
-void lmtp_env_unref(struct lmtp_env **env);
-
 /* Serve one accepted connection (takes ownership of the stream);
  * implicit_tls: the listener has "ssl = yes". */
-void lmtp_session_start(struct lmtp_env *env, struct stream *s, bool implicit_tls);
+void lmtp_session_start(struct proto_env *env, struct stream *s, bool implicit_tls);
 
 /* Sessions in this worker; lmtp_sessions_drain() closes the idle ones now
  * and the rest once their transaction is over. */

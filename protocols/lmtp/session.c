@@ -606,10 +606,10 @@ static void on_close(void *ctx, int err)
 
 static const struct stream_handler session_handler = {on_input, NULL, on_close};
 
-void lmtp_session_start(struct lmtp_env *env, struct stream *s, bool implicit_tls)
+void lmtp_session_start(struct proto_env *env, struct stream *s, bool implicit_tls)
 {
     struct session *sess = xcalloc(1, sizeof(*sess));
-    lmtp_env_ref(env);
+    proto_env_ref(env);
     sess->env = env;
     sess->s = s;
     sid_new(sess->id);
@@ -657,7 +657,7 @@ static void session_free(struct session *sess)
     buf_free(&sess->decoded);
     free(sess->helo);
     free(sess->client_helo);
-    lmtp_env_unref(&sess->env);
+    proto_env_unref(&sess->env);
     free(sess);
 }
 
@@ -682,21 +682,3 @@ void lmtp_sessions_kill(void)
         session_free(worker_sessions);
 }
 
-void lmtp_env_ref(struct lmtp_env *env)
-{
-    env->refs++;
-}
-
-void lmtp_env_unref(struct lmtp_env **envp)
-{
-    struct lmtp_env *env = *envp;
-    if (env == NULL)
-        return;
-    *envp = NULL;
-    if (--env->refs > 0)
-        return;
-    passdb_destroy(&env->passdb);
-    if (env->release != NULL)
-        env->release(env->release_ctx);
-    free(env);
-}

@@ -43,8 +43,8 @@ struct worker {
     size_t n_fds;
     struct listener **listeners;
     struct backend_pool *pool;
-    struct lmtp_env *env;
-    struct login_env *login_env;  /* NULL without login listeners */
+    struct proto_env *env;
+    struct proto_env *login_env;  /* NULL without login listeners */
     struct timer *stop_timer;
     struct timer *stop_poll;
     pthread_mutex_t lock;
@@ -63,31 +63,31 @@ static void env_release(void *ctx)
     generation_unref(ctx);
 }
 
-static struct lmtp_env *env_new(struct worker *w, struct generation *gen, char **error_r)
+/* One generation in this worker, with its own passdb instance. The LMTP
+ * env also gets the worker's backend pool. */
+static struct proto_env *env_new(struct worker *w, struct generation *gen, bool lmtp,
+                                 char **error_r)
 {
     struct passdb *db = passdb_create(gen->set, w->loop, error_r);
     if (db == NULL)
         return NULL;
-    struct lmtp_env *env = xcalloc(1, sizeof(*env));
+    struct proto_env *env = xcalloc(1, sizeof(*env));
     env->refs = 1;
     env->loop = w->loop;
     env->set = gen->set;
     env->passdb = db;
     env->self = &gen->self;
-    env->pool = w->pool;
     env->tls_server = gen->tls_server;
     env->tls_client = gen->tls_client;
     env->release = env_release;
     env->release_ctx = gen;
     generation_ref(gen);
-    backend_pool_set_limits(w->pool, gen->set->lmtp_backend_max_idle,
-                            gen->set->lmtp_backend_idle_timeout_ms);
+    if (lmtp) {
+        env->pool = w->pool;
+        backend_pool_set_limits(w->pool, gen->set->lmtp_backend_max_idle,
+                                gen->set->lmtp_backend_idle_timeout_ms);
+    }
     return env;
-}
-
-static void login_env_release(void *ctx)
-{
-    generation_unref(ctx);
 }
 
 static bool has_login_listeners(const struct settings *set)
@@ -108,25 +108,9 @@ static bool has_login_listeners(const struct settings *set)
 
 /* The login protocols get their own passdb instance: a password check and
  * an LMTP route lookup never wait for each other. */
-static struct login_env *login_env_new(struct worker *w, struct generation *gen, char **error_r)
+static struct proto_env *login_env_new(struct worker *w, struct generation *gen, char **error_r)
 {
-    if (!has_login_listeners(gen->set))
-        return NULL;
-    struct passdb *db = passdb_create(gen->set, w->loop, error_r);
-    if (db == NULL)
-        return NULL;
-    struct login_env *env = xcalloc(1, sizeof(*env));
-    env->refs = 1;
-    env->loop = w->loop;
-    env->set = gen->set;
-    env->passdb = db;
-    env->self = &gen->self;
-    env->tls_server = gen->tls_server;
-    env->tls_client = gen->tls_client;
-    env->release = login_env_release;
-    env->release_ctx = gen;
-    generation_ref(gen);
-    return env;
+    return has_login_listeners(gen->set) ? env_new(w, gen, false, error_r) : NULL;
 }
 
 static void on_accept(void *ctx, struct stream *s)
@@ -187,15 +171,15 @@ static void on_wakeup(void *ctx)
     pthread_mutex_unlock(&w->lock);
     if (gen != NULL) {
         char *error = NULL;
-        struct lmtp_env *env = env_new(w, gen, &error);
+        struct proto_env *env = env_new(w, gen, true, &error);
         if (env == NULL) {
             log_error("worker %u: reload failed, keeping the old configuration: %s", w->id,
                       error);
             free(error);
         } else {
-            lmtp_env_unref(&w->env);
+            proto_env_unref(&w->env);
             w->env = env;
-            login_env_unref(&w->login_env);
+            proto_env_unref(&w->login_env);
             w->login_env = login_env_new(w, gen, &error);
             if (error != NULL) {
                 log_error("worker %u: login passdb: %s", w->id, error);
@@ -221,8 +205,8 @@ static void *worker_main(void *arg)
     login_sessions_kill();
     for (size_t i = 0; i < w->n_fds; i++)
         listener_free(&w->listeners[i]);
-    lmtp_env_unref(&w->env);
-    login_env_unref(&w->login_env);
+    proto_env_unref(&w->env);
+    proto_env_unref(&w->login_env);
     loop_waker_free(&w->waker);
     backend_pool_free(&w->pool);
     /* Streams closing after a last reply still flush it (each is bounded
@@ -321,7 +305,7 @@ static bool worker_init(struct worker *w, unsigned id)
     w->pool = backend_pool_new(w->loop);
     pthread_mutex_init(&w->lock, NULL);
     w->waker = loop_waker_new(w->loop, on_wakeup, w);
-    w->env = env_new(w, current_gen, &error);
+    w->env = env_new(w, current_gen, true, &error);
     if (w->env == NULL) {
         log_error("passdb: %s", error);
         free(error);
