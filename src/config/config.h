@@ -67,6 +67,9 @@ struct settings {
     /* networks and identity */
     struct cidr_set login_trusted_networks; /* parsed from a list */
     char *login_trusted_networks_str;
+    struct cidr_set haproxy_trusted_networks; /* who may send a PROXY header */
+    char *haproxy_trusted_networks_str;
+    uint64_t haproxy_timeout_ms;          /* time for the PROXY header; 3 s */
     char *auth_proxy_self;       /* IPs or names, resolved at start-up */
 
     /* passdb (in order; the first that knows the user answers) */

@@ -43,7 +43,7 @@ _Static_assert(sizeof(enum tls_protocol) == sizeof(unsigned), "enum stored as un
 
 static setting_check_fn check_protocols, check_absolute_path, check_lmtp_local,
     apply_trusted_networks;
-static setting_check_fn check_optional_path, check_ssl_priority;
+static setting_check_fn check_optional_path, check_ssl_priority, apply_haproxy_networks;
 
 static const char *const referrals_values[] = {"follow", "reject", NULL};
 /* In the order of enum tls_ssl_mode and enum tls_protocol. */
@@ -73,6 +73,9 @@ static const struct setting_def setting_defs[] = {
     S_MSECS(shutdown_timeout, "30s"),
     {"login_trusted_networks", SET_STRING, "", OFF(login_trusted_networks_str), 0, 0, NULL,
      apply_trusted_networks},
+    {"haproxy_trusted_networks", SET_STRING, "", OFF(haproxy_trusted_networks_str), 0, 0, NULL,
+     apply_haproxy_networks},
+    S_MSECS(haproxy_timeout, "3s"),
     S_STR(auth_proxy_self, "", NULL),
     S_BOOL(lmtp_proxy, "yes"),
     S_STR(lmtp_local, "", check_lmtp_local),
@@ -218,6 +221,21 @@ static bool apply_trusted_networks(struct settings *set, const char *value, char
     }
     cidr_set_free(&set->login_trusted_networks);
     set->login_trusted_networks = nets;
+    return true;
+}
+
+static bool apply_haproxy_networks(struct settings *set, const char *value, char *err,
+                                   size_t errsize)
+{
+    struct cidr_set nets = {NULL, 0};
+    const char *error = "invalid network list";
+    if (!cidr_set_parse(&nets, value, &error)) {
+        cidr_set_free(&nets);
+        snprintf(err, errsize, "%s", error);
+        return false;
+    }
+    cidr_set_free(&set->haproxy_trusted_networks);
+    set->haproxy_trusted_networks = nets;
     return true;
 }
 
@@ -435,6 +453,7 @@ void settings_free(struct settings **setp)
         free(value);
     }
     cidr_set_free(&set->login_trusted_networks);
+    cidr_set_free(&set->haproxy_trusted_networks);
     settings_free_sections(set);
     free(set->config_path);
     free(set);

@@ -20,6 +20,7 @@
 #include "lmtp.h"
 #include "log.h"
 #include "mem.h"
+#include "proxyread.h"
 #include "passdb.h"
 
 struct worker;
@@ -30,6 +31,7 @@ struct listen_fd {
     int fd;
     bool is_unix;
     bool ssl;               /* implicit TLS */
+    bool haproxy;           /* a PROXY header comes first */
     enum listen_service service;
     struct worker *w;
 };
@@ -113,9 +115,8 @@ static struct proto_env *login_env_new(struct worker *w, struct generation *gen,
     return has_login_listeners(gen->set) ? env_new(w, gen, false, error_r) : NULL;
 }
 
-static void on_accept(void *ctx, struct stream *s)
+static void start_session(struct listen_fd *lf, struct stream *s)
 {
-    struct listen_fd *lf = ctx;
     if (lf->service == SERVICE_IMAP && lf->w->login_env != NULL)
         login_session_start(lf->w->login_env, s, &imap_login_front, &imap_login_back,
                             lf->ssl);
@@ -129,6 +130,36 @@ static void on_accept(void *ctx, struct stream *s)
         lmtp_session_start(lf->w->env, s, lf->ssl);
     else
         stream_destroy(&s);
+}
+
+static void on_proxy_header(void *ctx, struct stream *s, const char *error)
+{
+    struct listen_fd *lf = ctx;
+    if (s == NULL) {
+        log_info("haproxy: %s", error);
+        return;
+    }
+    start_session(lf, s);
+}
+
+/* Behind HAProxy the header is taken first, and only from the networks
+ * that may send one: anyone else could claim any client address. */
+static void on_accept(void *ctx, struct stream *s)
+{
+    struct listen_fd *lf = ctx;
+    if (!lf->haproxy) {
+        start_session(lf, s);
+        return;
+    }
+    const struct settings *set = lf->w->env->set;
+    if (!cidr_set_contains(&set->haproxy_trusted_networks, stream_peer(s))) {
+        char ip[ADDR_STRLEN];
+        log_warn("haproxy: client not trusted (rip=%s)",
+                 addr_ip_str(stream_peer(s), ip, sizeof(ip)));
+        stream_destroy(&s);
+        return;
+    }
+    stream_read_proxy_header(s, set->haproxy_timeout_ms, on_proxy_header, lf);
 }
 
 static void stop_poll(void *ctx)
@@ -221,17 +252,19 @@ static void *worker_main(void *arg)
 struct fd_ctx {
     struct worker *w;
     bool ssl;
+    bool haproxy;
     enum listen_service service;
     bool ok;
 };
 
-static void add_fd(struct worker *w, int fd, bool is_unix, bool ssl,
+static void add_fd(struct worker *w, int fd, bool is_unix, bool ssl, bool haproxy,
                    enum listen_service service)
 {
     w->fds = xrealloc(w->fds, (w->n_fds + 1) * sizeof(*w->fds));
     w->fds[w->n_fds].fd = fd;
     w->fds[w->n_fds].is_unix = is_unix;
     w->fds[w->n_fds].ssl = ssl;
+    w->fds[w->n_fds].haproxy = haproxy;
     w->fds[w->n_fds].service = service;
     w->fds[w->n_fds].w = w;
     w->n_fds++;
@@ -252,7 +285,7 @@ static void open_tcp(void *ctx, const struct addr *a)
         c->ok = false;
         return;
     }
-    add_fd(c->w, fd, false, c->ssl, c->service);
+    add_fd(c->w, fd, false, c->ssl, c->haproxy, c->service);
 }
 
 static bool open_listeners(const struct settings *set)
@@ -284,11 +317,11 @@ static bool open_listeners(const struct settings *set)
                 return false;
             }
             for (unsigned k = 0; k < n_workers; k++)
-                add_fd(&workers[k], k == 0 ? fd : dup(fd), true, false, service);
+                add_fd(&workers[k], k == 0 ? fd : dup(fd), true, false, false, service);
             continue;
         }
         for (unsigned k = 0; k < n_workers; k++) {
-            struct fd_ctx c = {&workers[k], l->ssl, service, true};
+            struct fd_ctx c = {&workers[k], l->ssl, l->haproxy, service, true};
             foreach_listen_addr(set, l, open_tcp, &c);
             if (!c.ok)
                 return false;
