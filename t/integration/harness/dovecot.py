@@ -55,15 +55,24 @@ TLS_LISTENER = """\
 """
 
 
-class DovecotBackend:
-    def __init__(self, workdir, name="backend", port=None, tls=None, tls_port=None,
-                 client_ca=None):
+def write_passwd_file(path, line):
+    """Write one passwd-file atomically, readable by Dovecot's auth process."""
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write(line)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+class DovecotInstance:
+    """What every private Dovecot of the harness shares: a temp dir it can
+    traverse, a home dir owned by nobody, `dovecot -F -c FILE` started with
+    the subclass's config_text() and waited for on its ports, and its log."""
+
+    def __init__(self, workdir, name, port=None):
         self.dir = str(workdir)
         self.name = name
         self.port = port or free_port()
-        self.tls = tls
-        self.tls_port = (tls_port or free_port()) if tls else None
-        self.client_ca = client_ca
         self.proc = None
 
     @property
@@ -73,32 +82,33 @@ class DovecotBackend:
     def maildir(self, user):
         return os.path.join(self.dir, "home", user, "Maildir")
 
+    def ports(self):
+        """The ports start() waits for."""
+        return [self.port]
+
+    def prepare(self):
+        """Files the configuration refers to (users), written before start."""
+
+    def config_text(self):
+        raise NotImplementedError
+
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
         home = os.path.join(self.dir, "home")
         os.makedirs(home, exist_ok=True)
         os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+        self.prepare()
         conf = os.path.join(self.dir, "dovecot.conf")
         with open(conf, "w") as f:
             f.write(self.config_text())
         self.proc = Proc(["dovecot", "-F", "-c", conf],
                          os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
-        ports = [p for p in (self.port, self.tls_port) if p]
+        ports = self.ports()
         wait_until(lambda: all(port_open(p) for p in ports) or not self.proc.alive(),
                    timeout=15, what=f"Dovecot {self.name} to listen on {ports}")
         assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
         return self
-
-    def config_text(self):
-        ssl, listener = "ssl = no", ""
-        if self.tls:
-            ssl = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}"
-            listener = TLS_LISTENER.format(port=self.tls_port)
-        if self.client_ca:
-            ssl += f"\nssl_ca = <{self.client_ca}\nssl_verify_client_cert = yes"
-        return CONFIG.format(name=self.name, dir=self.dir, port=self.port, ssl=ssl,
-                             tls_listener=listener)
 
     def stop(self):
         if self.proc:
@@ -110,3 +120,28 @@ class DovecotBackend:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+    def log_lines(self, *needles):
+        return [line for line in self.log().splitlines() if all(n in line for n in needles)]
+
+
+class DovecotBackend(DovecotInstance):
+    def __init__(self, workdir, name="backend", port=None, tls=None, tls_port=None,
+                 client_ca=None):
+        super().__init__(workdir, name, port)
+        self.tls = tls
+        self.tls_port = (tls_port or free_port()) if tls else None
+        self.client_ca = client_ca
+
+    def ports(self):
+        return [p for p in (self.port, self.tls_port) if p]
+
+    def config_text(self):
+        ssl, listener = "ssl = no", ""
+        if self.tls:
+            ssl = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}"
+            listener = TLS_LISTENER.format(port=self.tls_port)
+        if self.client_ca:
+            ssl += f"\nssl_ca = <{self.client_ca}\nssl_verify_client_cert = yes"
+        return CONFIG.format(name=self.name, dir=self.dir, port=self.port, ssl=ssl,
+                             tls_listener=listener)

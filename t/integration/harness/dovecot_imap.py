@@ -15,11 +15,10 @@ logging in as <user>", so tests can see what mailroute told the backend.
 
 It is not an LMTP backend: see dovecot.py for that."""
 
-import grp
 import os
-import pwd
 
-from .procs import Proc, free_port, port_open, wait_until
+from .dovecot import DovecotInstance, write_passwd_file
+from .procs import wait_until
 
 CONFIG = """\
 instance_name = {name}
@@ -66,21 +65,11 @@ service imap-login {{
 """
 
 
-class DovecotImapBackend:
+class DovecotImapBackend(DovecotInstance):
     def __init__(self, workdir, name="imap-backend", port=None):
-        self.dir = str(workdir)
-        self.name = name
-        self.port = port or free_port()
-        self.proc = None
+        super().__init__(workdir, name, port)
         for sub in ("users", "masters"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
-
-    @property
-    def log_path(self):
-        return os.path.join(self.dir, "dovecot.log")
-
-    def maildir(self, user):
-        return os.path.join(self.dir, "home", user, "Maildir")
 
     # --- users -------------------------------------------------------------
 
@@ -95,42 +84,10 @@ class DovecotImapBackend:
     @staticmethod
     def _write(path, user, password):
         assert "/" not in user and not os.path.exists(path), f"user {user} added twice"
-        tmp = path + ".new"
-        with open(tmp, "w") as f:
-            f.write(f"{user}:{{PLAIN}}{password}::::::\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
-    # --- the process -------------------------------------------------------
+        write_passwd_file(path, f"{user}:{{PLAIN}}{password}::::::\n")
 
     def config_text(self):
         return CONFIG.format(name=self.name, dir=self.dir, port=self.port)
-
-    def start(self):
-        os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
-        home = os.path.join(self.dir, "home")
-        os.makedirs(home, exist_ok=True)
-        os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
-        conf = os.path.join(self.dir, "dovecot.conf")
-        with open(conf, "w") as f:
-            f.write(self.config_text())
-        self.proc = Proc(["dovecot", "-F", "-c", conf],
-                         os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
-        wait_until(lambda: port_open(self.port) or not self.proc.alive(),
-                   timeout=15, what=f"Dovecot {self.name} to listen on {self.port}")
-        assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
-        return self
-
-    def stop(self):
-        if self.proc:
-            self.proc.stop()
-
-    def log(self):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
 
     def wait_login_lines(self, user, count=1, timeout=5):
         """The login lines of user once there are at least count of them

@@ -20,7 +20,7 @@ import os
 import pwd
 import time
 
-from .procs import Proc, free_port, port_open, wait_until
+from .dovecot import DovecotInstance, write_passwd_file
 
 CONFIG = """\
 instance_name = {name}
@@ -68,22 +68,12 @@ service pop3-login {{
 """
 
 
-class DovecotPop3Backend:
+class DovecotPop3Backend(DovecotInstance):
     def __init__(self, workdir, name="pop3-backend", port=None):
-        self.dir = str(workdir)
-        self.name = name
-        self.port = port or free_port()
-        self.proc = None
+        super().__init__(workdir, name, port)
         self._messages = 0
         for sub in ("users.d", "masters.d"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
-
-    @property
-    def log_path(self):
-        return os.path.join(self.dir, "dovecot.log")
-
-    def maildir(self, user):
-        return os.path.join(self.dir, "home", user, "Maildir")
 
     # --- users and mail ----------------------------------------------------
 
@@ -97,11 +87,7 @@ class DovecotPop3Backend:
 
     @staticmethod
     def _write(path, user, password):
-        tmp = path + ".new"
-        with open(tmp, "w") as f:
-            f.write(f"{user}:{{PLAIN}}{password}::::::\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_passwd_file(path, f"{user}:{{PLAIN}}{password}::::::\n")
 
     def put_message(self, user, text):
         """Deliver text (str, LF or CRLF line ends) into user's Maildir/new,
@@ -125,32 +111,6 @@ class DovecotPop3Backend:
 
     def config_text(self):
         return CONFIG.format(name=self.name, dir=self.dir, port=self.port)
-
-    def start(self):
-        os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
-        home = os.path.join(self.dir, "home")
-        os.makedirs(home, exist_ok=True)
-        os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
-        conf = os.path.join(self.dir, "dovecot.conf")
-        with open(conf, "w") as f:
-            f.write(self.config_text())
-        self.proc = Proc(["dovecot", "-F", "-c", conf],
-                         os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
-        wait_until(lambda: port_open(self.port) or not self.proc.alive(),
-                   timeout=15, what=f"Dovecot {self.name} to listen on {self.port}")
-        assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
-        return self
-
-    def stop(self):
-        if self.proc:
-            self.proc.stop()
-
-    def log(self):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
 
     def login_lines(self, user):
         """pop3-login's "Login: user=<user> ..." lines."""

@@ -13,10 +13,8 @@ advertises XCLIENT to mailroute and its log shows the forwarded client
 """
 
 import os
-import pwd
-import grp
 
-from .procs import Proc, free_port, port_open, wait_until
+from .dovecot import DovecotInstance, write_passwd_file
 
 CONFIG = """\
 instance_name = {name}
@@ -58,18 +56,11 @@ def user_line(user, value):
     return f"{user}:{{PLAIN}}{password}::::::{extra}\n"
 
 
-class DovecotSubmission:
+class DovecotSubmission(DovecotInstance):
     def __init__(self, workdir, relay_port, name="submission-backend", port=None, users=None):
-        self.dir = str(workdir)
-        self.name = name
-        self.port = port or free_port()
+        super().__init__(workdir, name, port)
         self.relay_port = relay_port
         self.users = dict(users or {})
-        self.proc = None
-
-    @property
-    def log_path(self):
-        return os.path.join(self.dir, "dovecot.log")
 
     @property
     def users_dir(self):
@@ -82,44 +73,12 @@ class DovecotSubmission:
         os.chmod(self.users_dir, 0o755)
         for user, value in users.items():
             assert "/" not in user
-            path = os.path.join(self.users_dir, user)
-            with open(path + ".new", "w") as f:
-                f.write(user_line(user, value))
-            os.chmod(path + ".new", 0o644)
-            os.replace(path + ".new", path)
+            write_passwd_file(os.path.join(self.users_dir, user), user_line(user, value))
         self.users.update(users)
 
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
-        os.chmod(self.dir, 0o755)  # Dovecot's unprivileged users must traverse it
-        home = os.path.join(self.dir, "home")
-        os.makedirs(home, exist_ok=True)
-        os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    def prepare(self):
         self.set_users(self.users)
-        conf = os.path.join(self.dir, "dovecot.conf")
-        with open(conf, "w") as f:
-            f.write(self.config_text())
-        self.proc = Proc(["dovecot", "-F", "-c", conf],
-                         os.path.join(self.dir, "dovecot.out"), cwd=self.dir).start()
-        wait_until(lambda: port_open(self.port) or not self.proc.alive(), timeout=15,
-                   what=f"Dovecot {self.name} to listen on {self.port}")
-        assert self.proc.alive(), f"Dovecot {self.name} exited:\n{self.proc.output()}"
-        return self
 
     def config_text(self):
         return CONFIG.format(name=self.name, dir=self.dir, port=self.port,
                              relay_port=self.relay_port)
-
-    def stop(self):
-        if self.proc:
-            self.proc.stop()
-
-    def log(self):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def log_lines(self, *needles):
-        return [line for line in self.log().splitlines() if all(n in line for n in needles)]
