@@ -48,6 +48,7 @@
  *   501 5.5.4 Invalid SASL mechanism        mechanism name not RFC 4422 syntax
  */
 #include "smtp-cmd.h"
+#include "str.h"
 
 #include <string.h>
 #include <strings.h>
@@ -94,16 +95,6 @@ static int fail(const char **reply_r, const char *reply)
 {
     *reply_r = reply;
     return -1;
-}
-
-static bool is_alnum(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-
-static bool is_control(unsigned char c)
-{
-    return c < 0x20 || c == 0x7f;
 }
 
 /* Cut the word at s: NUL-terminate it and return the start of the next one
@@ -157,13 +148,13 @@ static size_t utf8_seq_len(const char *s)
 /* atext (RFC 5322 3.2.3) plus the dot of a Dot-string. */
 static bool is_local_char(unsigned char c)
 {
-    return is_alnum(c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL);
+    return char_is_alnum(c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL);
 }
 
 static bool is_domain_char(unsigned char c)
 {
     /* '_' is not in RFC 5321, but it is common in real host names. */
-    return is_alnum(c) || c == '-' || c == '.' || c == '_';
+    return char_is_alnum(c) || c == '-' || c == '.' || c == '_';
 }
 
 /* Skip one run of characters accepted by is_char, or of UTF-8 sequences.
@@ -288,9 +279,9 @@ static bool parse_param(char *word, bool need_value, struct smtp_param *param)
 {
     char *p = word;
 
-    if (!is_alnum((unsigned char)*p))
+    if (!char_is_alnum((unsigned char)*p))
         return false;
-    for (; is_alnum((unsigned char)*p) || *p == '-' || *p == '_'; p++) {
+    for (; char_is_alnum((unsigned char)*p) || *p == '-' || *p == '_'; p++) {
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
     }
@@ -431,7 +422,7 @@ static bool is_valid_mech(const char *mech)
 {
     size_t n = 0;
     for (; mech[n] != '\0'; n++) {
-        if (!is_alnum((unsigned char)mech[n]) && mech[n] != '-' && mech[n] != '_')
+        if (!char_is_alnum((unsigned char)mech[n]) && mech[n] != '-' && mech[n] != '_')
             return false;
     }
     return n > 0 && n <= SASL_MECH_MAX;
@@ -515,7 +506,7 @@ static void cmd_clear(struct smtp_cmd *cmd)
 static bool has_control(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (is_control((unsigned char)s[i]))
+        if (char_is_control((unsigned char)s[i]))
             return true;
     }
     return false;

@@ -64,6 +64,7 @@
 #include <strings.h>
 
 #include "mem.h"
+#include "str.h"
 
 #define E_PREFIX "Error in IMAP command: "
 #define E_EMPTY E_PREFIX "Empty command"
@@ -206,18 +207,13 @@ static bool is_arg_atom_char(unsigned char c)
     return is_atom_char(c) || c == ']' || c >= 0x80;
 }
 
-static bool is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 static void push_tail(struct imap_parser *p, unsigned char c)
 {
     enum tail t = p->tail;
 
     if (c == '{')
         t = TAIL_OPEN;
-    else if (is_digit(c))
+    else if (char_is_digit(c))
         t = t == TAIL_OPEN || t == TAIL_DIGITS ? TAIL_DIGITS : TAIL_NONE;
     else if (c == '+')
         t = t == TAIL_DIGITS ? TAIL_PLUS : TAIL_NONE;
@@ -521,7 +517,7 @@ static enum step end_literal_header(struct imap_parser *p)
 
 static enum step on_literal_size(struct imap_parser *p, unsigned char c)
 {
-    if (is_digit(c)) {
+    if (char_is_digit(c)) {
         p->lit_digits = true;
         /* Past the limit the exact value does not matter: stop before it
          * can overflow. max_literal is clamped so that this cannot wrap. */

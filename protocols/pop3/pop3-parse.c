@@ -37,6 +37,7 @@
 #include <strings.h>
 
 #include "mem.h"
+#include "str.h"
 
 #define REPLY_BAD_CHARS "-ERR Invalid characters in command"
 #define REPLY_EMPTY "-ERR Empty command"
@@ -56,20 +57,10 @@ static int fail(const char **reply_r, const char *reply)
     return -1;
 }
 
-static bool is_alnum(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-
-static bool is_control(unsigned char c)
-{
-    return c < 0x20 || c == 0x7f;
-}
-
 static bool has_control(const char *s)
 {
     for (; *s != '\0'; s++) {
-        if (is_control((unsigned char)*s))
+        if (char_is_control((unsigned char)*s))
             return true;
     }
     return false;
@@ -138,7 +129,7 @@ static bool is_valid_mech(const char *mech)
 {
     size_t n = 0;
     for (; mech[n] != '\0'; n++) {
-        if (!is_alnum((unsigned char)mech[n]) && mech[n] != '-' && mech[n] != '_')
+        if (!char_is_alnum((unsigned char)mech[n]) && mech[n] != '-' && mech[n] != '_')
             return false;
     }
     return n > 0 && n <= SASL_MECH_MAX;
@@ -176,7 +167,7 @@ static bool parse_param(char *word, struct pop3_param *param)
         return false;
     *eq = '\0';
     for (char *k = word; *k != '\0'; k++) {
-        if (!is_alnum((unsigned char)*k) && (k == word || (*k != '-' && *k != '_')))
+        if (!char_is_alnum((unsigned char)*k) && (k == word || (*k != '-' && *k != '_')))
             return false;
     }
     upper(word);

@@ -5,6 +5,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* ASCII character classes, independent of the locale (protocol grammars
+ * are ASCII; <ctype.h> would follow LC_CTYPE). */
+static inline bool char_is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline bool char_is_alpha(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+static inline bool char_is_alnum(unsigned char c) { return char_is_digit(c) || char_is_alpha(c); }
+static inline bool char_is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
 bool str_eq(const char *a, const char *b);
 bool str_case_eq(const char *a, const char *b);
 /* Case-insensitive prefix test; returns the rest after the prefix or NULL. */

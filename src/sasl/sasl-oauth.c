@@ -15,6 +15,7 @@
  * without one. The RFC 7628 error challenge (a JSON status the client answers
  * with \x01) belongs to whoever verifies the token, not here. */
 #include "sasl-private.h"
+#include "str.h"
 
 #include <string.h>
 #include <strings.h>
@@ -25,11 +26,6 @@ struct oauth_pairs {
     char *user;
     char *auth;
 };
-
-static bool is_alpha(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
 
 static bool is_value_char(unsigned char c)
 {
@@ -124,7 +120,7 @@ static int parse_pairs(char *dec, size_t n, size_t pos, struct oauth_pairs *pair
         if (dec[pos] == KV_SEP)
             return pos + 1 == n ? 0 : sasl_fail(error_r, SASL_ERR_KVLIST);
         size_t key = pos;
-        while (pos < n && is_alpha((unsigned char)dec[pos]))
+        while (pos < n && char_is_alpha((unsigned char)dec[pos]))
             pos++;
         if (pos == key || pos >= n || dec[pos] != '=')
             return sasl_fail(error_r, SASL_ERR_KVLIST);
