@@ -69,11 +69,6 @@ void backend_pool_set_limits(struct backend_pool *p, unsigned max_idle, uint64_t
     p->idle_ms = idle_ms;
 }
 
-unsigned backend_pool_max_idle(struct backend_pool *p)
-{
-    return p->max_idle;
-}
-
 void backend_pool_hold(struct backend_pool *p, struct backend *b)
 {
     b->in_limbo = true;

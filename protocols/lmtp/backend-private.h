@@ -83,7 +83,6 @@ void backend_pool_drop(struct backend_pool *p, struct backend *b);
 void backend_pool_note_failure(struct backend_pool *p, const char *key);
 /* Did a connect to key fail less than ms ago? */
 bool backend_pool_failing(struct backend_pool *p, const char *key, uint64_t ms);
-unsigned backend_pool_max_idle(struct backend_pool *p);
 void backend_pool_set_limits(struct backend_pool *p, unsigned max_idle, uint64_t idle_ms);
 /* Released with RSET in flight: the pool owns it until the reply (so it is
  * freed with the pool at shutdown). */

@@ -19,7 +19,6 @@ struct body {
     uint64_t size;
     size_t threshold;
     char *tmpdir;
-    bool complete;
 };
 
 struct body *body_new(size_t spool_threshold, const char *tmpdir)
@@ -113,24 +112,9 @@ void body_release(struct body *b, uint64_t upto)
     b->base = upto;
 }
 
-void body_set_complete(struct body *b)
-{
-    b->complete = true;
-}
-
-bool body_complete(const struct body *b)
-{
-    return b->complete;
-}
-
 uint64_t body_size(const struct body *b)
 {
     return b->size;
-}
-
-bool body_spooled(const struct body *b)
-{
-    return b->fd >= 0;
 }
 
 long body_read(struct body *b, uint64_t offset, char *scratch, size_t max, const char **ptr)

@@ -22,10 +22,7 @@ void body_free(struct body **b);
 bool body_append(struct body *b, const char *data, size_t n, const char **error_r);
 /* Every reader is past upto: memory before it may go. */
 void body_release(struct body *b, uint64_t upto);
-void body_set_complete(struct body *b);
-bool body_complete(const struct body *b);
 uint64_t body_size(const struct body *b);
-bool body_spooled(const struct body *b);
 /* Bytes at offset: from memory (*ptr points inside the body) or read from
  * the spool file into scratch (up to max). Returns the count, 0 at the
  * current end, -1 on a read error. */

@@ -162,7 +162,6 @@ struct txn *txn_new(struct session *sess, const char *from, const char *params);
 void txn_free(struct txn **t);
 /* Start routing one recipient; its reply lands in cmd. */
 void txn_add_rcpt(struct txn *t, struct cmd *cmd, const char *address, const char *params);
-bool txn_rcpts_pending(const struct txn *t);
 /* The client's DATA/BDAT was accepted: start the groups. */
 void txn_data_begin(struct txn *t, struct cmd *data_cmd);
 void txn_data_append(struct txn *t, const char *data, size_t n);

@@ -507,15 +507,6 @@ void txn_add_rcpt(struct txn *t, struct cmd *cmd, const char *address, const cha
     r->lookup = passdb_lookup(sess->env->passdb, &req, on_lookup, r);
 }
 
-bool txn_rcpts_pending(const struct txn *t)
-{
-    for (size_t i = 0; i < t->n_rcpts; i++) {
-        if (t->rcpts[i]->cmd != NULL)
-            return true;
-    }
-    return false;
-}
-
 static void rcpt_free(struct rcpt *r)
 {
     passdb_lookup_abort(&r->lookup);
@@ -941,7 +932,7 @@ void txn_data_end(struct txn *t)
 {
     struct session *sess = txn_session(t);
     t->data_complete = true;
-    body_set_complete(txn_body(t));
+    txn_body(t); /* exists since txn_data_begin(); made sure of for the pumps below */
     if (t->too_big || t->body_failed) {
         for (size_t i = 0; i < t->n_groups; i++) {
             struct group *g = t->groups[i];
