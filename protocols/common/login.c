@@ -33,6 +33,8 @@ struct login_session {
     int ttl;
     enum login_state state;
     char *user, *password, *mech;
+    char *sasl_response;      /* wiped when freed: a token is a credential */
+    struct fields client_id;  /* the client's own ID pairs */
     struct passdb_lookup *lookup;
     struct resolve *resolve;
     struct stream_connect *conn;
@@ -54,6 +56,7 @@ struct login_session {
     bool dead;
     bool in_back_input;       /* the back's state is freed after its callback */
     bool tls_pending;         /* client handshake running */
+    bool backend_starttls;    /* the backend handshake follows the back's STARTTLS */
     void *bstate_dead;
 };
 
@@ -135,6 +138,16 @@ const char *login_user(const struct login_session *ls)
 {
     const struct route_target *t = login_target(ls);
     return t->destuser != NULL ? t->destuser : ls->user;
+}
+
+const char *login_mech(const struct login_session *ls) { return ls->mech; }
+const char *login_sasl_response(const struct login_session *ls) { return ls->sasl_response; }
+const struct fields *login_client_id(const struct login_session *ls) { return &ls->client_id; }
+
+void login_set_client_id(struct login_session *ls, const struct fields *pairs)
+{
+    fields_free(&ls->client_id);
+    fields_copy(&ls->client_id, pairs);
 }
 
 const char *login_password(const struct login_session *ls)
@@ -223,6 +236,14 @@ static void free_bstate(struct login_session *ls)
     ls->bstate = NULL;
 }
 
+static void wipe_free(char **secret)
+{
+    if (*secret != NULL)
+        mem_wipe(*secret, strlen(*secret));
+    free(*secret);
+    *secret = NULL;
+}
+
 static void forget_attempt(struct login_session *ls)
 {
     passdb_lookup_abort(&ls->lookup);
@@ -236,10 +257,8 @@ static void forget_attempt(struct login_session *ls)
         route_decision_free(&ls->decision);
     ls->have_decision = false;
     ls->to_local = false;
-    if (ls->password != NULL)
-        mem_wipe(ls->password, strlen(ls->password));
-    free(ls->password);
-    ls->password = NULL;
+    wipe_free(&ls->password);
+    wipe_free(&ls->sasl_response);
     ls->attempts = 0;
 }
 
@@ -424,8 +443,10 @@ static void on_backend_tls(void *ctx, int err, const char *error_text)
         snprintf(why, sizeof(why), "TLS with %s failed: %s", login_target(ls)->tls_name,
                  error_text != NULL ? error_text : stream_strerror(err));
         fail_temp(ls, why);
-    } else {
+    } else if (!ls->backend_starttls) {
         ls->bstate = ls->back->start(ls, ls->backend);
+    } else if (ls->bstate != NULL) {
+        ls->back->tls_started(ls, ls->bstate);
     }
     leave(ls);
 }
@@ -442,6 +463,12 @@ static void start_backend_tls(struct login_session *ls)
     }
     stream_start_tls_client(ls->backend, ls->env->tls_client, t->tls_verify ? name : NULL, sni,
                             time_left(ls), on_backend_tls, ls);
+}
+
+void login_backend_starttls(struct login_session *ls)
+{
+    ls->backend_starttls = true;
+    start_backend_tls(ls);
 }
 
 static void on_connected(void *ctx, struct stream *s, int err)
@@ -477,6 +504,7 @@ static void connect_backend(struct login_session *ls)
 {
     const struct route_target *t = login_target(ls);
     ls->attempts++;
+    ls->backend_starttls = false;
     ls->conn = stream_connect_tcp(ls->env->loop, &t->ip, &t->source_ip, time_left(ls),
                                   on_connected, ls);
 }
@@ -487,12 +515,6 @@ static void start_proxy(struct login_session *ls)
     uint64_t timeout = t->timeout_ms > 0 ? t->timeout_ms : ls->env->set->login_proxy_timeout_ms;
     ls->state = LS_BACKEND;
     ls->deadline_ms = loop_now_ms(ls->env->loop) + timeout;
-    if (t->tls == ROUTE_TLS_STARTTLS) {
-        /* STARTTLS towards login backends is protocol work still to do:
-         * refuse rather than ever fall back to plaintext. */
-        fail_temp(ls, "starttls towards login backends is not supported yet (use ssl=yes)");
-        return;
-    }
     connect_backend(ls);
 }
 
@@ -633,6 +655,7 @@ void login_authenticate(struct login_session *ls, const struct login_credentials
     ls->user = xstrdup(cred->user);
     ls->password = cred->password != NULL ? xstrdup(cred->password) : NULL;
     ls->mech = xstrdup(cred->mech != NULL ? cred->mech : "PLAIN");
+    ls->sasl_response = cred->sasl_response != NULL ? xstrdup(cred->sasl_response) : NULL;
     ls->state = LS_AUTH;
     ls->start_ms = loop_now_ms(ls->env->loop);
     stream_pause(ls->client);
@@ -732,6 +755,7 @@ static void session_free(struct login_session *ls)
     free(ls->user);
     free(ls->mech);
     fields_free(&ls->forward);
+    fields_free(&ls->client_id);
     proto_env_unref(&ls->env);
     free(ls);
 }

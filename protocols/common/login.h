@@ -48,6 +48,9 @@ struct login_credentials {
     const char *user;
     const char *password;     /* NULL for token mechanisms */
     const char *mech;         /* "PLAIN", "LOGIN", ... */
+    /* The client's last SASL response, base64 as sent (NULL: none, e.g. IMAP
+     * LOGIN): the backend gets it unchanged with proxy_mech (OAUTHBEARER). */
+    const char *sasl_response;
 };
 
 struct login_front {
@@ -72,6 +75,8 @@ struct login_back {
      * login_backend_accepted() or login_backend_failed() once. */
     void *(*start)(struct login_session *ls, struct stream *backend);
     void (*input)(struct login_session *ls, void *state);
+    /* The handshake login_backend_starttls() started succeeded; input flows again. */
+    void (*tls_started)(struct login_session *ls, void *state);
     void (*free)(void *state);
 };
 
@@ -128,10 +133,23 @@ void *login_front_state(struct login_session *ls);
 const struct route_target *login_target(const struct login_session *ls);
 const char *login_user(const struct login_session *ls);       /* destuser or user */
 const char *login_password(const struct login_session *ls);   /* pass field or the client's */
+/* The client's SASL mechanism ("PLAIN" for IMAP LOGIN / POP3 USER+PASS) and
+ * its SASL response as sent (base64, NULL when none), for proxy_mech. */
+const char *login_mech(const struct login_session *ls);
+const char *login_sasl_response(const struct login_session *ls);
+/* The client's own ID pairs, in order (IMAP; kept for imap_id_retain). */
+const struct fields *login_client_id(const struct login_session *ls);
+/* For fronts: remember the client's ID pairs (first ID command only). */
+void login_set_client_id(struct login_session *ls, const struct fields *pairs);
 const struct addr *login_client_addr(const struct login_session *ls);
 const struct addr *login_local_addr(const struct login_session *ls);
 int login_ttl(const struct login_session *ls);
 void login_backend_accepted(struct login_session *ls, const char *reply);
+/* starttls=yes|any-cert: the backend said yes to STARTTLS (or STLS): start the
+ * handshake, verified like ssl=yes. Bytes it sent after its "go ahead" are
+ * discarded. Success: back->tls_started(); failure: a temporary failure,
+ * never retried in plaintext. */
+void login_backend_starttls(struct login_session *ls);
 /* The backend said "try again later" (IMAP NO [UNAVAILABLE]): reconnect
  * while login_proxy_max_reconnects and time allow, then pass text on. */
 void login_backend_retry(struct login_session *ls, const char *text);

@@ -104,6 +104,12 @@ struct settings {
     unsigned login_proxy_max_reconnects;  /* on connect failures, 1 s apart; 3 */
     char *login_greeting;
     char *imap_local;                     /* "HOST:PORT" of a local IMAP backend, "" = none */
+    bool imap_id_retain;                  /* pass the client's ID pairs to the backend */
+    char *auth_master_user_separator;     /* "user*master" logins; "" = off */
+    unsigned mail_max_userip_connections; /* sessions per user+client IP; 0 = no limit; 10 */
+    char *login_source_ips;               /* bind addresses, round robin; "?" keeps the local ones */
+    uint64_t proxy_host_immediate_failure_after_ms; /* backend down this long: fail at once; 30 s */
+    uint64_t auth_penalty_max_ms;         /* per-IP failure penalty cap (0 = off); 15 s */
 
     /* auth cache (src/passdb/auth-cache.h): bytes, 0 = off; TTLs of found
      * and of unknown users (0 = unknown users are not cached) */

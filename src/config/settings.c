@@ -103,6 +103,12 @@ static const struct setting_def setting_defs[] = {
     S_UINT(login_proxy_max_reconnects, "3", 0, 100),
     S_STR(login_greeting, "mailroute ready.", NULL),
     S_STR(imap_local, "", NULL),
+    S_BOOL(imap_id_retain, "no"),
+    S_STR(auth_master_user_separator, "", NULL),
+    S_UINT(mail_max_userip_connections, "10", 0, UINT_MAX),
+    S_STR(login_source_ips, "", NULL),
+    S_MSECS(proxy_host_immediate_failure_after, "30s"),
+    S_MSECS(auth_penalty_max, "15s"),
     /* auth cache (passdb answers shared by all workers; 0 = off) */
     S_SIZE(auth_cache_size, "0"),
     S_MSECS(auth_cache_ttl, "1 hour"),
