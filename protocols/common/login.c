@@ -33,6 +33,7 @@ struct login_session {
     int ttl;
     enum login_state state;
     char *user, *password, *mech;
+    char *master;             /* master user of a master login, NULL otherwise */
     char *sasl_response;      /* wiped when freed: a token is a credential */
     struct fields client_id;  /* the client's own ID pairs */
     struct passdb_lookup *lookup;
@@ -639,6 +640,11 @@ static void on_lookup(const struct passdb_reply *reply, void *ctx)
         free(ls->user);
         ls->user = xstrdup(reply->user);
     }
+    /* The backend login of a master login is a master login too, with the
+     * master's password, unless the passdb names its own master. */
+    const char *master = fields_get_str(&ls->fields, "master");
+    if (ls->master != NULL && reply->result == PASSDB_OK && (master == NULL || *master == '\0'))
+        fields_set(&ls->fields, "master", ls->master);
     const char *host = route_host_to_resolve(reply->result, &ls->fields);
     if (host != NULL)
         ls->resolve = resolve_host(ls->env->loop, host, on_resolved, ls);
@@ -647,30 +653,104 @@ static void on_lookup(const struct passdb_reply *reply, void *ctx)
     leave(ls);
 }
 
-void login_authenticate(struct login_session *ls, const struct login_credentials *cred)
+static struct passdb_lookup *lookup(struct login_session *ls, const char *user,
+                                    const char *password, bool master, passdb_callback *cb)
 {
-    forget_attempt(ls);
-    free(ls->user);
-    free(ls->mech);
-    ls->user = xstrdup(cred->user);
-    ls->password = cred->password != NULL ? xstrdup(cred->password) : NULL;
-    ls->mech = xstrdup(cred->mech != NULL ? cred->mech : "PLAIN");
-    ls->sasl_response = cred->sasl_response != NULL ? xstrdup(cred->sasl_response) : NULL;
-    ls->state = LS_AUTH;
-    ls->start_ms = loop_now_ms(ls->env->loop);
-    stream_pause(ls->client);
     struct passdb_request req = {
-        .user = ls->user,
+        .user = user,
         .service = ls->front->service,
-        .password = ls->password != NULL ? ls->password : "",
+        .password = password,
         .mech = ls->mech,
         .session = ls->id,
         .local = ls->local_addr,
         .remote = ls->client_addr,
         .real_local = *stream_local(ls->client),
         .real_remote = *stream_peer(ls->client),
+        .master = master,
     };
-    ls->lookup = passdb_lookup(ls->env->passdb, &req, on_lookup, ls);
+    return passdb_lookup(ls->env->passdb, &req, cb, ls);
+}
+
+/* The master user's password is right: now find the user it acts for
+ * (no password of its own to check) and route by the user's fields. */
+static void on_master_lookup(const struct passdb_reply *reply, void *ctx)
+{
+    struct login_session *ls = ctx;
+    ls->lookup = NULL;
+    enter(ls);
+    if (reply->error != NULL)
+        log_warn("%s(%s): master passdb: %s", ls->front->service, ls->id, reply->error);
+    if (reply->result != PASSDB_OK) {
+        char safe[256];
+        log_info("%s(%s): master user %s: %s", ls->front->service, ls->id,
+                 log_sanitize(safe, sizeof(safe), ls->master), passdb_result_str(reply->result));
+        ls->result = reply->result == PASSDB_TEMPFAIL ? PASSDB_TEMPFAIL
+                                                      : PASSDB_PASSWORD_MISMATCH;
+        decide(ls, NULL, 0);
+    } else {
+        ls->lookup = lookup(ls, ls->user, NULL, false, on_lookup);
+    }
+    leave(ls);
+}
+
+void login_authenticate(struct login_session *ls, const struct login_credentials *cred)
+{
+    forget_attempt(ls);
+    free(ls->user);
+    free(ls->mech);
+    free(ls->master);
+    ls->user = ls->master = NULL;
+    const char *sep = ls->env->set->auth_master_user_separator;
+    int split = 0;
+    if (cred->master != NULL) {
+        ls->user = xstrdup(cred->user);
+        ls->master = xstrdup(cred->master);
+    } else if ((split = sasl_split_master(cred->user, sep[0], &ls->user, &ls->master)) < 0) {
+        ls->user = xstrdup(cred->user); /* "*master" or "user*": refused below */
+    }
+    ls->password = cred->password != NULL ? xstrdup(cred->password) : NULL;
+    ls->mech = xstrdup(cred->mech != NULL ? cred->mech : "PLAIN");
+    ls->sasl_response = cred->sasl_response != NULL ? xstrdup(cred->sasl_response) : NULL;
+    ls->state = LS_AUTH;
+    ls->start_ms = loop_now_ms(ls->env->loop);
+    stream_pause(ls->client);
+    const char *password = ls->password != NULL ? ls->password : "";
+    if (split < 0) {
+        ls->result = PASSDB_USER_UNKNOWN;
+        decide(ls, NULL, 0);
+    } else if (ls->master != NULL) {
+        ls->lookup = lookup(ls, ls->master, password, true, on_master_lookup);
+    } else {
+        ls->lookup = lookup(ls, ls->user, password, false, on_lookup);
+    }
+}
+
+void login_authenticate_sasl(struct login_session *ls, enum sasl_mech mech,
+                             const struct sasl_result *r)
+{
+    bool master = sasl_result_is_master(r);
+    struct login_credentials cred = {
+        .user = master ? r->authzid : r->authcid,
+        .password = r->password,
+        .mech = sasl_mech_name(mech),
+        .sasl_response = r->raw_response,
+        .master = master ? r->authcid : NULL,
+    };
+    login_authenticate(ls, &cred);
+}
+
+bool login_mech_enabled(const struct login_session *ls, enum sasl_mech mech)
+{
+    return (ls->env->set->auth_mechanisms_mask & (1u << mech)) != 0;
+}
+
+void login_append_mechs(const struct login_session *ls, struct buf *out, const char *prefix,
+                        const char *suffix)
+{
+    for (enum sasl_mech m = SASL_MECH_PLAIN; m <= SASL_MECH_XOAUTH2; m++) {
+        if (login_mech_enabled(ls, m))
+            buf_printf(out, "%s%s%s", prefix, sasl_mech_name(m), suffix);
+    }
 }
 
 /* Client side */
@@ -754,6 +834,7 @@ static void session_free(struct login_session *ls)
         stream_close_after_flush(ls->client);
     free(ls->user);
     free(ls->mech);
+    free(ls->master);
     fields_free(&ls->forward);
     fields_free(&ls->client_id);
     proto_env_unref(&ls->env);

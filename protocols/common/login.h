@@ -29,6 +29,7 @@
 #include "env.h"
 #include "passdb.h"
 #include "route.h"
+#include "sasl.h"
 #include "sid.h"
 #include "stream.h"
 
@@ -51,6 +52,10 @@ struct login_credentials {
     /* The client's last SASL response, base64 as sent (NULL: none, e.g. IMAP
      * LOGIN): the backend gets it unchanged with proxy_mech (OAUTHBEARER). */
     const char *sasl_response;
+    /* A master user logging in as user (PLAIN authzid != authcid); NULL
+     * otherwise. "user*master" in user is split here by
+     * auth_master_user_separator. */
+    const char *master;
 };
 
 struct login_front {
@@ -110,6 +115,15 @@ const struct settings *login_settings(const struct login_session *ls);
 /* Verify and route these credentials; the client stream is paused until a
  * front callback runs. */
 void login_authenticate(struct login_session *ls, const struct login_credentials *cred);
+/* A finished SASL exchange: PLAIN with an authzid other than the authcid is
+ * a master user login (authcid = the master). */
+void login_authenticate_sasl(struct login_session *ls, enum sasl_mech mech,
+                             const struct sasl_result *r);
+/* Does auth_mechanisms offer this mechanism? */
+bool login_mech_enabled(const struct login_session *ls, enum sasl_mech mech);
+/* prefix NAME suffix for each offered mechanism, e.g. " AUTH=", "". */
+void login_append_mechs(const struct login_session *ls, struct buf *out, const char *prefix,
+                        const char *suffix);
 /* The front is done with the client (LOGOUT/QUIT or a fatal error). */
 void login_session_close(struct login_session *ls);
 

@@ -14,6 +14,7 @@
 #include "str.h"
 
 #define IMAP_MAX_BAD_COMMANDS 10
+#define IMAP_ID_MAX_PAIRS 30 /* RFC 2971 */
 
 struct imap_front {
     struct login_session *ls;
@@ -21,6 +22,8 @@ struct imap_front {
     char *tag;                  /* of the LOGIN/AUTHENTICATE being answered */
     char *mech;
     struct sasl_server *sasl;   /* AUTHENTICATE in progress */
+    enum sasl_mech sasl_mech;
+    bool client_id_kept;        /* the client's own ID pairs (imap_id_retain) */
     bool capability_asked;
     bool waiting;               /* credentials given, the result is pending */
     bool id_taken;              /* forwarded client data are taken from the first ID only */
@@ -32,10 +35,11 @@ static void capabilities(struct imap_front *f, struct buf *out)
     buf_append_str(out, "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+");
     if (login_tls_available(f->ls))
         buf_append_str(out, " STARTTLS");
-    if (login_plaintext_allowed(f->ls))
-        buf_append_str(out, " AUTH=PLAIN AUTH=LOGIN");
-    else
+    if (!login_plaintext_allowed(f->ls)) {
         buf_append_str(out, " LOGINDISABLED");
+        return;
+    }
+    login_append_mechs(f->ls, out, " AUTH=", "");
 }
 
 static void *front_start(struct login_session *ls)
@@ -108,12 +112,8 @@ static void sasl_step(struct imap_front *f, const char *b64, size_t len)
     if (st == SASL_CONTINUE) {
         stream_printf(login_client(f->ls), "+ %s\r\n", buf_ptr(&challenge));
     } else if (st == SASL_DONE) {
-        const struct sasl_result *r = sasl_server_result(f->sasl);
-        if (sasl_result_is_master(r)) {
-            reply(f, f->tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
-        } else {
-            start_login(f, r->authcid, r->password, f->mech);
-        }
+        f->waiting = true;
+        login_authenticate_sasl(f->ls, f->sasl_mech, sasl_server_result(f->sasl));
         sasl_server_free(&f->sasl);
     } else {
         reply(f, f->tag, st == SASL_CANCELLED ? "BAD Authentication aborted by client."
@@ -127,8 +127,7 @@ static void cmd_authenticate(struct imap_front *f, const struct imap_command *c)
 {
     enum sasl_mech mech;
     const char *name = c->n_args >= 1 ? imap_arg_astring(&c->args[0]) : NULL;
-    if (name == NULL || !sasl_mech_from_name(name, &mech) ||
-        (mech != SASL_MECH_PLAIN && mech != SASL_MECH_LOGIN)) {
+    if (name == NULL || !sasl_mech_from_name(name, &mech) || !login_mech_enabled(f->ls, mech)) {
         reply(f, c->tag, "NO [CANNOT] Unsupported authentication mechanism.");
         return;
     }
@@ -138,6 +137,7 @@ static void cmd_authenticate(struct imap_front *f, const struct imap_command *c)
         return;
     }
     set_tag(f, c->tag, sasl_mech_name(mech));
+    f->sasl_mech = mech;
     f->sasl = sasl_server_new(mech);
     const char *ir = c->n_args >= 2 ? imap_arg_astring(&c->args[1]) : NULL;
     sasl_step(f, ir, ir != NULL ? strlen(ir) : 0);
@@ -198,6 +198,27 @@ static void take_forwarded_id(struct imap_front *f, const struct imap_command *c
     login_set_forwarded(f->ls, have_ip ? &client : NULL, ttl);
 }
 
+/* The client's own ID pairs go to the backend with imap_id_retain; the
+ * x- keys a trusted hop forwards are ours to write, never passed on. */
+static void keep_client_id(struct imap_front *f, const struct imap_command *c)
+{
+    if (f->client_id_kept || !login_settings(f->ls)->imap_id_retain || c->n_args != 1 ||
+        c->args[0].type != IMAP_ARG_LIST)
+        return;
+    f->client_id_kept = true;
+    struct fields pairs = FIELDS_INIT;
+    const struct imap_arg *list = c->args[0].list;
+    for (size_t i = 0; i + 1 < c->args[0].list_count && pairs.n < IMAP_ID_MAX_PAIRS; i += 2) {
+        const char *key = imap_arg_astring(&list[i]);
+        const char *value = imap_arg_astring(&list[i + 1]);
+        if (key != NULL && str_case_prefix(key, "x-") == NULL && strlen(key) <= 30 &&
+            (value == NULL || strlen(value) <= 1024))
+            fields_set(&pairs, key, value != NULL ? value : "");
+    }
+    login_set_client_id(f->ls, &pairs);
+    fields_free(&pairs);
+}
+
 /* Returns false when the session ended. */
 static bool command(struct imap_front *f, const struct imap_command *c)
 {
@@ -213,6 +234,7 @@ static bool command(struct imap_front *f, const struct imap_command *c)
     } else if (strcmp(name, "ID") == 0) {
         if (login_client_trusted(f->ls))
             take_forwarded_id(f, c);
+        keep_client_id(f, c);
         stream_write_str(login_client(f->ls), "* ID (\"name\" \"mailroute\")\r\n");
         reply(f, c->tag, "OK ID completed.");
     } else if (strcmp(name, "STARTTLS") == 0) {

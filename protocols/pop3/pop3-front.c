@@ -97,8 +97,11 @@ static void cmd_capa(struct pop3_front *f)
                          "AUTH-RESP-CODE\r\n");
     if (login_tls_available(f->ls))
         buf_append_str(&out, "STLS\r\n");
-    if (login_plaintext_allowed(f->ls))
-        buf_append_str(&out, "USER\r\nSASL PLAIN LOGIN\r\n");
+    if (login_plaintext_allowed(f->ls)) {
+        buf_append_str(&out, "USER\r\nSASL");
+        login_append_mechs(f->ls, &out, " ", "");
+        buf_append_str(&out, "\r\n");
+    }
     buf_append_str(&out, ".\r\n");
     stream_write(login_client(f->ls), buf_ptr(&out), buf_used(&out));
     buf_free(&out);
@@ -142,12 +145,8 @@ static void sasl_step(struct pop3_front *f, const char *b64, size_t len)
     }
     buf_free_wipe(&challenge);
     if (st == SASL_DONE) {
-        const struct sasl_result *r = sasl_server_result(f->sasl);
-        /* Master users log in to backends, not through us. */
-        if (sasl_result_is_master(r))
-            reply(f, REPLY_AUTH_FAILED);
-        else
-            start_login(f, r->authcid, r->password, sasl_mech_name(f->mech));
+        f->waiting = true;
+        login_authenticate_sasl(f->ls, f->mech, sasl_server_result(f->sasl));
     } else {
         reply(f, st == SASL_CANCELLED ? "-ERR Authentication aborted by client."
                                       : REPLY_AUTH_FAILED);
@@ -157,10 +156,13 @@ static void sasl_step(struct pop3_front *f, const char *b64, size_t len)
 
 static void list_mechanisms(struct pop3_front *f)
 {
+    struct buf out = BUF_INIT;
+    buf_append_str(&out, "+OK\r\n");
     if (login_plaintext_allowed(f->ls))
-        stream_write_str(login_client(f->ls), "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
-    else
-        stream_write_str(login_client(f->ls), "+OK\r\n.\r\n");
+        login_append_mechs(f->ls, &out, "", "\r\n");
+    buf_append_str(&out, ".\r\n");
+    stream_write(login_client(f->ls), buf_ptr(&out), buf_used(&out));
+    buf_free(&out);
 }
 
 static void cmd_auth(struct pop3_front *f, const struct pop3_cmd *c)
@@ -170,8 +172,7 @@ static void cmd_auth(struct pop3_front *f, const struct pop3_cmd *c)
         list_mechanisms(f);
         return;
     }
-    if (!sasl_mech_from_name(c->arg, &mech) ||
-        (mech != SASL_MECH_PLAIN && mech != SASL_MECH_LOGIN)) {
+    if (!sasl_mech_from_name(c->arg, &mech) || !login_mech_enabled(f->ls, mech)) {
         reply(f, "-ERR Unsupported authentication mechanism.");
         return;
     }

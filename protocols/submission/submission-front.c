@@ -35,6 +35,7 @@ struct submission_front {
     char *xclient_proto;
     char *mech;                 /* of the AUTH being answered */
     struct sasl_server *sasl;   /* AUTH in progress */
+    enum sasl_mech sasl_mech;
     bool waiting;               /* credentials given, the result is pending */
     unsigned bad;
 };
@@ -118,8 +119,11 @@ static void cmd_hello(struct submission_front *f, const struct smtp_cmd *c, bool
     buf_printf(&out, "250-%s\r\n250-8BITMIME\r\n", hostname(f));
     if (login_tls_available(f->ls))
         buf_append_str(&out, "250-STARTTLS\r\n");
-    if (login_plaintext_allowed(f->ls))
-        buf_append_str(&out, "250-AUTH PLAIN LOGIN\r\n");
+    if (login_plaintext_allowed(f->ls)) {
+        buf_append_str(&out, "250-AUTH");
+        login_append_mechs(f->ls, &out, " ", "");
+        buf_append_str(&out, "\r\n");
+    }
     buf_append_str(&out, "250-ENHANCEDSTATUSCODES\r\n");
     if (login_client_trusted(f->ls))
         buf_append_str(&out, "250-PIPELINING\r\n250 XCLIENT ADDR PORT PROTO HELO SESSION TTL\r\n");
@@ -131,13 +135,6 @@ static void cmd_hello(struct submission_front *f, const struct smtp_cmd *c, bool
 
 /* AUTH */
 
-static void start_login(struct submission_front *f, const char *user, const char *password)
-{
-    struct login_credentials cred = {.user = user, .password = password, .mech = f->mech};
-    f->waiting = true;
-    login_authenticate(f->ls, &cred);
-}
-
 /* One SASL step: the initial response or a continuation line. */
 static void sasl_step(struct submission_front *f, const char *b64, size_t len)
 {
@@ -147,13 +144,8 @@ static void sasl_step(struct submission_front *f, const char *b64, size_t len)
     if (st == SASL_CONTINUE) {
         reply(f, "334 %s", buf_used(&challenge) > 0 ? buf_ptr(&challenge) : "");
     } else if (st == SASL_DONE) {
-        const struct sasl_result *r = sasl_server_result(f->sasl);
-        /* Master users log in at the passdb's side (master= field), never
-         * by a client's authzid. */
-        if (sasl_result_is_master(r))
-            reply(f, "535 5.7.8 Authentication failed.");
-        else
-            start_login(f, r->authcid, r->password);
+        f->waiting = true;
+        login_authenticate_sasl(f->ls, f->sasl_mech, sasl_server_result(f->sasl));
     } else if (st == SASL_CANCELLED) {
         reply(f, "501 5.5.2 Authentication aborted by client");
     } else if (err != NULL && strcmp(err, "Invalid base64 data") == 0) {
@@ -173,8 +165,7 @@ static void cmd_auth(struct submission_front *f, const struct smtp_cmd *c)
         reply(f, "503 5.5.1 Send EHLO first");
         return;
     }
-    if (!sasl_mech_from_name(c->arg, &mech) ||
-        (mech != SASL_MECH_PLAIN && mech != SASL_MECH_LOGIN)) {
+    if (!sasl_mech_from_name(c->arg, &mech) || !login_mech_enabled(f->ls, mech)) {
         reply(f, "504 5.5.4 Unsupported authentication mechanism");
         return;
     }
@@ -185,6 +176,7 @@ static void cmd_auth(struct submission_front *f, const struct smtp_cmd *c)
     }
     free(f->mech);
     f->mech = xstrdup(sasl_mech_name(mech));
+    f->sasl_mech = mech;
     f->sasl = sasl_server_new(mech);
     const char *ir = c->n_params > 0 ? c->params[0].value : NULL;
     sasl_step(f, ir, ir != NULL ? strlen(ir) : 0);

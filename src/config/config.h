@@ -47,6 +47,9 @@ struct passdb_settings {
     struct fields default_fields;
     struct fields override_fields;
     char *name;              /* "passdb NAME { }" label, NULL without one (added by cfg) */
+    bool master;             /* master = yes: only for master users ("user*master") */
+    bool pass;               /* pass = yes: accepted for Dovecot configs; the user is
+                              * always looked up after its master (routing needs it) */
 };
 
 enum lmtp_referrals { LMTP_REFERRALS_FOLLOW, LMTP_REFERRALS_REJECT };
@@ -104,6 +107,8 @@ struct settings {
     unsigned login_proxy_max_reconnects;  /* on connect failures, 1 s apart; 3 */
     char *login_greeting;
     char *imap_local;                     /* "HOST:PORT" of a local IMAP backend, "" = none */
+    char *auth_mechanisms;                /* "plain login" (+ oauthbearer xoauth2) */
+    unsigned auth_mechanisms_mask;        /* bit (1 << enum sasl_mech) per mechanism */
     bool imap_id_retain;                  /* pass the client's ID pairs to the backend */
     char *auth_master_user_separator;     /* "user*master" logins; "" = off */
     unsigned mail_max_userip_connections; /* sessions per user+client IP; 0 = no limit; 10 */

@@ -83,6 +83,13 @@ static int passdb_driver(struct passdb_settings *ps, const struct config_node *n
     return invalid_value(node, "expected passwd-file, static or sql", error_r);
 }
 
+static int section_bool(const struct config_node *node, bool *out, char **error_r)
+{
+    if (str_to_bool(node->value, out))
+        return 0;
+    return invalid_value(node, "expected yes or no", error_r);
+}
+
 static int passdb_setting(struct passdb_settings *ps, const struct config_node *node,
                           char **error_r)
 {
@@ -94,6 +101,10 @@ static int passdb_setting(struct passdb_settings *ps, const struct config_node *
         replace_str(&ps->args, node->value);
         return 0;
     }
+    if (strcmp(node->key, "master") == 0)
+        return section_bool(node, &ps->master, error_r);
+    if (strcmp(node->key, "pass") == 0)
+        return section_bool(node, &ps->pass, error_r);
     if (strcmp(node->key, "default_fields") == 0)
         return parse_fields(node, &ps->default_fields, error_r);
     if (strcmp(node->key, "override_fields") == 0)
@@ -113,7 +124,8 @@ static void passdb_settings_clear(struct passdb_settings *ps)
 int settings_apply_passdb(struct settings *set, const struct config_node *section,
                           char **error_r)
 {
-    struct passdb_settings ps = {NULL, xstrdup(""), FIELDS_INIT, FIELDS_INIT, label_dup(section)};
+    struct passdb_settings ps = {NULL, xstrdup(""), FIELDS_INIT, FIELDS_INIT, label_dup(section),
+                                 false, false};
     for (const struct config_node *n = section->children; n != NULL; n = n->next) {
         if (passdb_setting(&ps, n, error_r) < 0) {
             passdb_settings_clear(&ps);
@@ -148,12 +160,6 @@ static const char *service_name(const char *name)
     return NULL;
 }
 
-static int listener_bool(const struct config_node *node, bool *out, char **error_r)
-{
-    if (str_to_bool(node->value, out))
-        return 0;
-    return invalid_value(node, "expected yes or no", error_r);
-}
 
 static int inet_setting(struct listener_settings *l, const struct config_node *node,
                         bool *have_port, char **error_r)
@@ -175,9 +181,9 @@ static int inet_setting(struct listener_settings *l, const struct config_node *n
         return 0;
     }
     if (strcmp(node->key, "ssl") == 0)
-        return listener_bool(node, &l->ssl, error_r);
+        return section_bool(node, &l->ssl, error_r);
     if (strcmp(node->key, "haproxy") == 0)
-        return listener_bool(node, &l->haproxy, error_r);
+        return section_bool(node, &l->haproxy, error_r);
     return unknown_in_section(node, "inet_listener", error_r);
 }
 
@@ -401,6 +407,10 @@ static void dump_passdb(FILE *out, const struct passdb_settings *ps)
     dump_line(out, 2, "driver", ps->driver);
     if (ps->args != NULL && ps->args[0] != '\0')
         dump_line(out, 2, "args", ps->args);
+    if (ps->master)
+        dump_line(out, 2, "master", "yes");
+    if (ps->pass)
+        dump_line(out, 2, "pass", "yes");
     dump_fields(out, "default_fields", &ps->default_fields);
     dump_fields(out, "override_fields", &ps->override_fields);
     fputs("}\n", out);

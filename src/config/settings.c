@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -44,6 +45,7 @@ _Static_assert(sizeof(enum tls_protocol) == sizeof(unsigned), "enum stored as un
 static setting_check_fn check_protocols, check_absolute_path, check_lmtp_local,
     apply_trusted_networks;
 static setting_check_fn check_optional_path, check_ssl_priority, apply_haproxy_networks;
+static setting_check_fn apply_auth_mechanisms;
 
 static const char *const referrals_values[] = {"follow", "reject", NULL};
 /* In the order of enum tls_ssl_mode and enum tls_protocol. */
@@ -103,6 +105,7 @@ static const struct setting_def setting_defs[] = {
     S_UINT(login_proxy_max_reconnects, "3", 0, 100),
     S_STR(login_greeting, "mailroute ready.", NULL),
     S_STR(imap_local, "", NULL),
+    S_STR(auth_mechanisms, "plain login", apply_auth_mechanisms),
     S_BOOL(imap_id_retain, "no"),
     S_STR(auth_master_user_separator, "", NULL),
     S_UINT(mail_max_userip_connections, "10", 0, UINT_MAX),
@@ -165,6 +168,30 @@ static bool check_protocols(struct settings *set, const char *value, char *err, 
             return false;
         }
     }
+    return true;
+}
+
+/* In the order of enum sasl_mech (src/sasl/sasl.h): the mask bits match it. */
+static bool apply_auth_mechanisms(struct settings *set, const char *value, char *err,
+                                  size_t errsize)
+{
+    static const char *const known[] = {"plain", "login", "oauthbearer", "xoauth2"};
+    const char *item;
+    size_t n;
+    unsigned mask = 0;
+    while (settings_next_item(&value, &item, &n)) {
+        size_t i = 0;
+        while (i < ARRAY_LEN(known) &&
+               !(strlen(known[i]) == n && strncasecmp(known[i], item, n) == 0))
+            i++;
+        if (i == ARRAY_LEN(known)) {
+            snprintf(err, errsize, "unknown mechanism '%.*s' (plain, login, oauthbearer, xoauth2)",
+                     (int)(n > 64 ? 64 : n), item);
+            return false;
+        }
+        mask |= 1u << i;
+    }
+    set->auth_mechanisms_mask = mask;
     return true;
 }
 

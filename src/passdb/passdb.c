@@ -41,6 +41,7 @@
 
 struct passdb_instance {
     struct passdb_driver *driver;
+    bool master;                    /* asked for master users only */
     struct fields default_fields;   /* set when absent */
     struct fields override_fields;  /* always set */
 };
@@ -333,12 +334,22 @@ static void got_user(struct passdb_lookup *lk, const struct passdb_instance *ins
 
 static void start_driver(struct passdb_lookup *lk);
 
+/* The first passdb at or after idx of the kind the request asks for
+ * (master or ordinary); db->n when there is none. */
+static size_t passdb_from(const struct passdb_lookup *lk, size_t idx)
+{
+    while (idx < lk->db->n && lk->db->v[idx].master != lk->req.master)
+        idx++;
+    return idx;
+}
+
 /* A driver's (or the cache's) answer for passdb lk->idx. */
 static void handle_answer(struct passdb_lookup *lk, enum passdb_result result,
                           const struct fields *fields, const char *error)
 {
-    if (result == PASSDB_USER_UNKNOWN && lk->idx + 1 < lk->db->n) {
-        lk->idx++;
+    size_t next = passdb_from(lk, lk->idx + 1);
+    if (result == PASSDB_USER_UNKNOWN && next < lk->db->n) {
+        lk->idx = next;
         start_driver(lk);
     } else if (result == PASSDB_OK) {
         got_user(lk, &lk->db->v[lk->idx], fields);
@@ -464,7 +475,8 @@ struct passdb_lookup *passdb_lookup(struct passdb *db, const struct passdb_reque
     if (db->lookups != NULL)
         db->lookups->prev = lk;
     db->lookups = lk;
-    if (db->n == 0)
+    lk->idx = passdb_from(lk, 0);
+    if (lk->idx == db->n)
         finish(lk, PASSDB_USER_UNKNOWN, NULL);
     else
         start_driver(lk);
@@ -529,6 +541,7 @@ static bool create_instance(struct passdb_instance *inst, const struct passdb_se
         return false;
     fields_copy(&inst->default_fields, &set->default_fields);
     fields_copy(&inst->override_fields, &set->override_fields);
+    inst->master = set->master;
     return true;
 }
 

@@ -36,6 +36,9 @@ struct passdb_request {
     struct addr remote;       /* %r %b: the client (as forwarded by a trusted peer) */
     struct addr real_local;   /* the TCP connection itself */
     struct addr real_remote;
+    /* Ask only the master passdbs ("master = yes"): user is the master user
+     * of a "user*master" login. Ordinary lookups skip master passdbs. */
+    bool master;
 };
 
 struct passdb_reply {

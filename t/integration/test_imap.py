@@ -627,8 +627,8 @@ def test_authenticate_response_too_long(start_imap):
 
 
 def test_client_side_master_login_is_refused(start_imap, imap_backend, addr):
-    """PLAIN with an authzid other than the authcid asks for a master login,
-    which mailroute does not offer to clients."""
+    """PLAIN with an authzid other than the authcid asks for a master login;
+    without a master passdb there is no master user to check."""
     erin, frank = addr("erin"), addr("frank")
     mailroute = start_imap({erin: ("erin-pw", proxy_fields(imap_backend.port)),
                             frank: ("frank-pw", proxy_fields(imap_backend.port))})
@@ -636,6 +636,54 @@ def test_client_side_master_login_is_refused(start_imap, imap_backend, addr):
         c.greeting()
         assert c.command("a", f"AUTHENTICATE PLAIN {plain_ir(erin, 'erin-pw', frank)}") == [
             f"a {AUTH_FAILED}"]
+
+
+def master_passdb(workdir, masters, separator="*"):
+    """A master passdb (passwd-file) and the separator, as extra config."""
+    path = os.path.join(workdir, f"masters-{new_marker()}")
+    write_passwd(path, {name: (pw, "") for name, pw in masters.items()})
+    return (f"auth_master_user_separator = {separator}\n"
+            f"passdb {{\n  driver = passwd-file\n  args = {path}\n  master = yes\n}}\n")
+
+
+def test_client_master_login_with_separator_and_with_authzid(start_imap, imap_backend, addr,
+                                                              workdir):
+    """"user*master" (LOGIN) and PLAIN authzid=user authcid=master: the master
+    password is checked against the master passdb, the user is routed by its
+    own fields, and the backend gets the same master login."""
+    olga = addr("olga")
+    imap_backend.add_user(olga, "olga-backend-only")
+    imap_backend.add_master("support", "support-pw")
+    mailroute = start_imap({olga: ("olga-pw", proxy_fields(imap_backend.port))},
+                           extra_config=master_passdb(workdir, {"support": "support-pw"}))
+    with RawImap(mailroute.imap_port) as c:
+        c.greeting()
+        assert_logged_in(tagged(c.command("a", f'LOGIN "{olga}*support" support-pw')))
+        assert c.command("b", "SELECT INBOX")[-1].startswith("b OK [READ-WRITE]")
+    with RawImap(mailroute.imap_port) as c:
+        c.greeting()
+        ir = plain_ir("support", "support-pw", authzid=olga)
+        assert_logged_in(tagged(c.command("a", f"AUTHENTICATE PLAIN {ir}")))
+    assert len(imap_backend.master_login_lines(olga)) == 2
+    assert "support-pw" not in mailroute.stderr()
+
+
+def test_client_master_login_failures(start_imap, imap_backend, addr, workdir):
+    """A wrong master password, an unknown master, an unknown user and an
+    empty part are all plain authentication failures; an ordinary login of
+    the master name itself is not a master login."""
+    pia = addr("pia")
+    mailroute = start_imap({pia: ("pia-pw", proxy_fields(imap_backend.port)),
+                            "support": ("ordinary-pw", "nologin")},
+                           extra_config=master_passdb(workdir, {"support": "support-pw"}))
+    with RawImap(mailroute.imap_port) as c:
+        c.greeting()
+        for i, login in enumerate([f'"{pia}*support" wrong-pw', f'"{pia}*nobody" support-pw',
+                                   f'"{addr("ghost")}*support" support-pw',
+                                   '"*support" support-pw', f'"{pia}*" support-pw',
+                                   "support support-pw"]):
+            assert c.command(f"a{i}", f"LOGIN {login}") == [f"a{i} {AUTH_FAILED}"], login
+    assert imap_backend.master_login_lines(pia) == []
 
 
 # --- what the backend is told ------------------------------------------------------------
