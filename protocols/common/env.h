@@ -22,6 +22,8 @@ struct proto_env {
     const struct route_self *self;
     struct tls_server *tls_server;   /* NULL: no TLS offered (borrowed from the generation) */
     struct tls_client *tls_client;   /* for backends with ssl/starttls (borrowed) */
+    const struct addr *source_ips;   /* login_source_ips, resolved (borrowed) */
+    size_t n_source_ips;
     struct backend_pool *pool;       /* LMTP: the worker's backend pool (outlives envs) */
     void (*release)(void *ctx);
     void *release_ctx;

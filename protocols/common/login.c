@@ -14,9 +14,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "login-limits.h"
 #include "mem.h"
 #include "relay.h"
 #include "resolve.h"
+#include "str.h"
 #include "tls.h"
 
 enum login_state { LS_PRELOGIN, LS_AUTH, LS_BACKEND, LS_RELAY };
@@ -34,6 +36,7 @@ struct login_session {
     enum login_state state;
     char *user, *password, *mech;
     char *master;             /* master user of a master login, NULL otherwise */
+    bool bad_login_name;      /* "*master" or "user*": refused without a lookup */
     char *sasl_response;      /* wiped when freed: a token is a credential */
     struct fields client_id;  /* the client's own ID pairs */
     struct passdb_lookup *lookup;
@@ -58,6 +61,8 @@ struct login_session {
     bool in_back_input;       /* the back's state is freed after its callback */
     bool tls_pending;         /* client handshake running */
     bool backend_starttls;    /* the backend handshake follows the back's STARTTLS */
+    bool userip_held;         /* counts towards mail_max_userip_connections */
+    bool host_waiting;        /* counted as waiting in the backend health table */
     void *bstate_dead;
 };
 
@@ -250,6 +255,12 @@ static void forget_attempt(struct login_session *ls)
     passdb_lookup_abort(&ls->lookup);
     resolve_abort(&ls->resolve);
     stream_connect_abort(&ls->conn);
+    if (ls->host_waiting)
+        backend_host_unwait(&login_target(ls)->ip);
+    ls->host_waiting = false;
+    if (ls->userip_held)
+        userip_release(ls->user, &ls->client_addr);
+    ls->userip_held = false;
     timer_cancel(ls);
     free_bstate(ls);
     stream_destroy(&ls->backend);
@@ -275,6 +286,8 @@ static void fail(struct login_session *ls, enum login_failure f, const char *tex
 {
     ls->front->failed(ls, ls->fstate, f, text);
     back_to_prelogin(ls);
+    if (f == LOGIN_FAIL_LIMIT)
+        login_session_close(ls);
 }
 
 static void fail_temp(struct login_session *ls, const char *why)
@@ -300,6 +313,8 @@ static void refuse(struct login_session *ls)
              log_sanitize(safe, sizeof(safe), ls->user), passdb_result_str(ls->result));
     bool nodelay = fields_has(&ls->fields, "nodelay");
     bool nologin = ls->have_decision && ls->decision.refuse == ROUTE_REFUSE_NOLOGIN;
+    if (!nologin && !ls->trusted)
+        penalty_failed(&ls->client_addr, wall_now_ms());
     /* Only failures are delayed: a nologin answer needs the right password. */
     if (nodelay || nologin || ls->env->set->auth_failure_delay_ms == 0) {
         delayed_refusal(ls);
@@ -339,6 +354,11 @@ void login_backend_accepted(struct login_session *ls, const char *reply)
              (unsigned long long)(loop_now_ms(ls->env->loop) - ls->start_ms),
              ls->attempts > 0 ? ls->attempts - 1 : 0);
     free_bstate(ls);
+    if (ls->host_waiting)
+        backend_host_unwait(&login_target(ls)->ip);
+    ls->host_waiting = false;
+    if (!ls->trusted)
+        penalty_clear(&ls->client_addr);
     ls->state = LS_RELAY;
     ls->start_ms = loop_now_ms(ls->env->loop);
     struct stream *client = ls->client, *backend = ls->backend;
@@ -477,6 +497,7 @@ static void on_connected(void *ctx, struct stream *s, int err)
     struct login_session *ls = ctx;
     ls->conn = NULL;
     enter(ls);
+    backend_host_result(&login_target(ls)->ip, s != NULL, wall_now_ms());
     if (s == NULL) {
         const struct settings *set = ls->env->set;
         /* Connect failures are retried 1 s apart while time is left. */
@@ -501,12 +522,43 @@ static void on_connected(void *ctx, struct stream *s, int err)
     leave(ls);
 }
 
+/* proxy_host_immediate_failure_after: the field (seconds), else the setting. */
+static uint64_t immediate_failure_after_ms(const struct login_session *ls)
+{
+    const char *v = fields_get_str(&ls->fields, "proxy_host_immediate_failure_after");
+    unsigned long long secs;
+    if (v != NULL && str_to_uint(v, 86400, &secs))
+        return secs * 1000;
+    return ls->env->set->proxy_host_immediate_failure_after_ms;
+}
+
+/* login_source_ips, round robin per worker, unless the source_ip field says. */
+static const struct addr *source_ip(const struct route_target *t, const struct proto_env *env)
+{
+    static __thread size_t next;
+    if (t->source_ip.family != 0 || env->n_source_ips == 0)
+        return &t->source_ip;
+    if (next == 0)
+        next = (size_t)random_u64(); /* workers start at different addresses */
+    return &env->source_ips[next++ % env->n_source_ips];
+}
+
 static void connect_backend(struct login_session *ls)
 {
     const struct route_target *t = login_target(ls);
+    uint64_t now = wall_now_ms();
     ls->attempts++;
     ls->backend_starttls = false;
-    ls->conn = stream_connect_tcp(ls->env->loop, &t->ip, &t->source_ip, time_left(ls),
+    if (!ls->host_waiting) {
+        if (backend_host_down(&t->ip, now, immediate_failure_after_ms(ls))) {
+            fail_temp(ls, "host is down: failing for longer than "
+                          "proxy_host_immediate_failure_after, and other logins are trying it");
+            return;
+        }
+        backend_host_wait(&t->ip);
+        ls->host_waiting = true;
+    }
+    ls->conn = stream_connect_tcp(ls->env->loop, &t->ip, source_ip(t, ls->env), time_left(ls),
                                   on_connected, ls);
 }
 
@@ -514,6 +566,18 @@ static void start_proxy(struct login_session *ls)
 {
     const struct route_target *t = login_target(ls);
     uint64_t timeout = t->timeout_ms > 0 ? t->timeout_ms : ls->env->set->login_proxy_timeout_ms;
+    unsigned limit = ls->env->set->mail_max_userip_connections;
+    if (!userip_acquire(ls->user, &ls->client_addr, limit)) {
+        char text[128];
+        snprintf(text, sizeof(text), "Maximum number of connections from user+IP exceeded "
+                 "(mail_max_userip_connections=%u)", limit);
+        char safe[256];
+        log_info("%s(%s): login of %s refused: %s", ls->front->service, ls->id,
+                 log_sanitize(safe, sizeof(safe), ls->user), text);
+        fail(ls, LOGIN_FAIL_LIMIT, text);
+        return;
+    }
+    ls->userip_held = limit > 0;
     ls->state = LS_BACKEND;
     ls->deadline_ms = loop_now_ms(ls->env->loop) + timeout;
     connect_backend(ls);
@@ -693,6 +757,20 @@ static void on_master_lookup(const struct passdb_reply *reply, void *ctx)
     leave(ls);
 }
 
+/* After the failure penalty, if any. */
+static void start_lookup(struct login_session *ls)
+{
+    const char *password = ls->password != NULL ? ls->password : "";
+    if (ls->bad_login_name) {
+        ls->result = PASSDB_USER_UNKNOWN;
+        decide(ls, NULL, 0);
+    } else if (ls->master != NULL) {
+        ls->lookup = lookup(ls, ls->master, password, true, on_master_lookup);
+    } else {
+        ls->lookup = lookup(ls, ls->user, password, false, on_lookup);
+    }
+}
+
 void login_authenticate(struct login_session *ls, const struct login_credentials *cred)
 {
     forget_attempt(ls);
@@ -714,15 +792,17 @@ void login_authenticate(struct login_session *ls, const struct login_credentials
     ls->state = LS_AUTH;
     ls->start_ms = loop_now_ms(ls->env->loop);
     stream_pause(ls->client);
-    const char *password = ls->password != NULL ? ls->password : "";
-    if (split < 0) {
-        ls->result = PASSDB_USER_UNKNOWN;
-        decide(ls, NULL, 0);
-    } else if (ls->master != NULL) {
-        ls->lookup = lookup(ls, ls->master, password, true, on_master_lookup);
-    } else {
-        ls->lookup = lookup(ls, ls->user, password, false, on_lookup);
-    }
+    ls->bad_login_name = split < 0;
+    uint64_t penalty = ls->trusted ? 0 : penalty_delay_ms(&ls->client_addr, wall_now_ms(),
+                                                          ls->env->set->auth_penalty_max_ms);
+    if (penalty > 0) {
+        char ip[ADDR_STRLEN];
+        log_info("%s(%s): login from %s held %llu ms: earlier logins from there failed",
+                 ls->front->service, ls->id, addr_ip_str(&ls->client_addr, ip, sizeof(ip)),
+                 (unsigned long long)penalty);
+        timer_after(ls, penalty, start_lookup);
+    } else
+        start_lookup(ls);
 }
 
 void login_authenticate_sasl(struct login_session *ls, enum sasl_mech mech,
@@ -850,6 +930,7 @@ unsigned login_sessions_count(void)
  * reconnect at once, so every session is closed now rather than waited for. */
 void login_sessions_kill(void)
 {
+    backend_hosts_free();
     while (worker_sessions != NULL) {
         struct login_session *ls = worker_sessions;
         if (ls->relay != NULL) {

@@ -41,6 +41,8 @@ enum login_failure {
     LOGIN_FAIL_LOOP,          /* TTL exhausted: temporary to the client, but worded so
                                * that a previous hop does not retry */
     LOGIN_FAIL_BACKEND,       /* the backend refused the login: its reply is given */
+    LOGIN_FAIL_LIMIT,         /* mail_max_userip_connections: text given; the session
+                               * is closed after the reply */
 };
 
 struct login_session;

@@ -357,6 +357,9 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
         else
             snprintf(line, sizeof(line), "NO [UNAVAILABLE] Account is temporarily unavailable.");
         break;
+    case LOGIN_FAIL_LIMIT:
+        snprintf(line, sizeof(line), "NO [UNAVAILABLE] %s", text);
+        break;
     case LOGIN_FAIL_LOOP:
         /* Not [UNAVAILABLE]: a proxy in front of us must not retry a loop. */
         snprintf(line, sizeof(line), "NO [SERVERBUG] Account is temporarily unavailable.");

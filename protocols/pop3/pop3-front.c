@@ -364,6 +364,9 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
     case LOGIN_FAIL_TEMP:
         reply(f, REPLY_TEMP_FAILED);
         break;
+    case LOGIN_FAIL_LIMIT:
+        reply_text(f, "-ERR [SYS/TEMP] ", text);
+        break;
     case LOGIN_FAIL_LOOP:
         /* Without [SYS/TEMP], as Dovecot answers a loop. */
         reply(f, "-ERR Account is temporarily unavailable.");

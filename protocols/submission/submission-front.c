@@ -437,6 +437,9 @@ static void front_failed(struct login_session *ls, void *state, enum login_failu
         else
             reply(f, "525 5.7.13 Login disabled for this user");
         break;
+    case LOGIN_FAIL_LIMIT:
+        reply(f, "454 4.7.0 %s", text);
+        break;
     case LOGIN_FAIL_TEMP:
     case LOGIN_FAIL_LOOP:
         reply(f, "454 4.7.0 Account is temporarily unavailable.");

@@ -17,6 +17,8 @@ struct generation {
     struct route_self self;
     struct tls_server *tls_server; /* NULL when no TLS is offered to clients */
     struct tls_client *tls_client; /* for backends that ask for ssl/starttls */
+    struct addr *source_ips;       /* login_source_ips, resolved */
+    size_t n_source_ips;
 };
 
 /* Takes set. NULL with *error_r (heap) when TLS contexts do not load. */

@@ -1,6 +1,7 @@
 /* generation.c - configuration generations and our own addresses. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "listener.h"
@@ -19,6 +20,51 @@ static bool wants_tls_server(const struct settings *set)
             return true;
     }
     return false;
+}
+
+/* Can this host send from ip? (login_source_ips "?" entries) */
+static bool can_bind(const struct addr *ip)
+{
+    struct sockaddr_storage ss;
+    struct addr a = *ip;
+    a.port = 0;
+    socklen_t len = addr_to_sockaddr(&a, &ss);
+    int fd = socket(a.family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    bool ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
+    close(fd);
+    return ok;
+}
+
+/* login_source_ips: IPs or names (every address of a name); "?name" keeps
+ * only the addresses this host has, so one file fits every server. */
+static void source_ips_build(struct generation *g, const char *list_text)
+{
+    char *list = xstrdup(list_text);
+    char *save = NULL;
+    for (char *tok = strtok_r(list, " ,\t", &save); tok != NULL;
+         tok = strtok_r(NULL, " ,\t", &save)) {
+        bool local_only = tok[0] == '?';
+        const char *name = tok + local_only;
+        struct addr one, *addrs = NULL;
+        size_t n = 1;
+        if (addr_parse_ip(name, &one)) {
+            addrs = xmalloc(sizeof(*addrs));
+            addrs[0] = one;
+        } else if ((n = resolve_host_now(name, &addrs)) == 0) {
+            log_warn("login_source_ips: cannot resolve '%s'", name);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (local_only && !can_bind(&addrs[i]))
+                continue;
+            g->source_ips = xrealloc(g->source_ips, (g->n_source_ips + 1) * sizeof(struct addr));
+            g->source_ips[g->n_source_ips] = addrs[i];
+            g->source_ips[g->n_source_ips++].port = 0;
+        }
+        free(addrs);
+    }
+    free(list);
 }
 
 struct generation *generation_new(struct settings *set, char **error_r)
@@ -40,6 +86,7 @@ struct generation *generation_new(struct settings *set, char **error_r)
         return NULL;
     }
     self_build(&g->self, set);
+    source_ips_build(g, set->login_source_ips);
     return g;
 }
 
@@ -53,6 +100,7 @@ void generation_unref(struct generation *g)
     if (atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     self_free(&g->self);
+    free(g->source_ips);
     tls_server_unref(&g->tls_server);
     tls_client_unref(&g->tls_client);
     settings_free(&g->set);

@@ -81,6 +81,8 @@ static struct proto_env *env_new(struct worker *w, struct generation *gen, bool 
     env->self = &gen->self;
     env->tls_server = gen->tls_server;
     env->tls_client = gen->tls_client;
+    env->source_ips = gen->source_ips;
+    env->n_source_ips = gen->n_source_ips;
     env->release = env_release;
     env->release_ctx = gen;
     generation_ref(gen);

@@ -1714,3 +1714,101 @@ def test_sigterm_during_a_backend_connect(workdir, addr):
             result["exit"] = mailroute.proc.wait_exit(10)
     assert "uv_close: Assertion" not in mailroute.stderr()
     assert (result["exit"], result["sanitizer"]) == (0, "")
+
+
+# --- limits across sessions ----------------------------------------------------------------
+
+def test_mail_max_userip_connections(start_imap, imap_backend, addr):
+    """The third session of one user from one IP is refused with Dovecot's
+    words and closed; another IP, or a freed slot, is fine."""
+    uma = addr("uma")
+    imap_backend.add_user(uma, "uma-pw")
+    limit_text = ("NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded "
+                  "(mail_max_userip_connections=2)")
+    mailroute = start_imap({uma: ("uma-pw", proxy_fields(imap_backend.port))},
+                           extra_config="mail_max_userip_connections = 2\n")
+    sessions = [RawImap(mailroute.imap_port) for _ in range(2)]
+    try:
+        for i, c in enumerate(sessions):
+            c.greeting()
+            assert_logged_in(tagged(c.command(f"a{i}", f"LOGIN {uma} uma-pw")), tag=f"a{i}")
+        with RawImap(mailroute.imap_port) as third:
+            third.greeting()
+            assert third.command("a", f"LOGIN {uma} uma-pw") == [f"a {limit_text}"]
+            assert third.closed_by_server()
+        with RawImap(mailroute.imap_port, source_ip=CLIENT_IP) as elsewhere:
+            elsewhere.greeting()
+            assert_logged_in(tagged(elsewhere.command("a", f"LOGIN {uma} uma-pw")))
+        sessions[0].command("z", "LOGOUT")
+        sessions[0].close()
+        wait_until(lambda: mailroute.log_lines(f"user={uma} disconnected"),
+                   timeout=5, what="the first session to end")
+        with RawImap(mailroute.imap_port) as again:
+            again.greeting()
+            assert_logged_in(tagged(again.command("a", f"LOGIN {uma} uma-pw")))
+    finally:
+        for c in sessions:
+            c.close()
+
+
+def test_failure_penalty_holds_untrusted_clients_only(start_imap, addr):
+    """After a failed login from an untrusted address, that address's next
+    login waits (2 s, doubling, auth_penalty_max); a success clears it.
+    Trusted networks are never held."""
+    val = addr("val")
+    mailroute = start_imap({val: ("val-pw", "nologin")},
+                           extra_config="login_trusted_networks = 127.0.0.1/32\n"
+                                        "disable_plaintext_auth = no\nauth_penalty_max = 3s\n")
+    with RawImap(mailroute.imap_port, source_ip=CLIENT_IP) as c:
+        c.greeting()
+        assert c.command("a", f"LOGIN {val} wrong") == [f"a {AUTH_FAILED}"]
+        started = time.monotonic()
+        assert c.command("b", f"LOGIN {val} wrong") == [f"b {AUTH_FAILED}"]
+        assert time.monotonic() - started >= 1.9
+        started = time.monotonic()
+        assert c.command("c", f"LOGIN {val} wrong") == [f"c {AUTH_FAILED}"]
+        assert time.monotonic() - started >= 2.9  # 4 s, capped at 3 s
+    assert len(mailroute.log_lines(f"login from {CLIENT_IP} held")) == 2, mailroute.stderr()
+    with RawImap(mailroute.imap_port) as c:
+        c.greeting()
+        for tag in ("d", "e", "f"):
+            assert c.command(tag, f"LOGIN {val} wrong") == [f"{tag} {AUTH_FAILED}"]
+    assert mailroute.log_lines("login from 127.0.0.1 held") == []
+
+
+def test_login_source_ips_round_robin(start_imap, imap_backend, addr):
+    """login_source_ips: backend connections come from the listed addresses
+    in turn; "?" drops those this host cannot send from (192.0.2.1)."""
+    ada = addr("ada")
+    imap_backend.add_user(ada, "ada-pw")
+    mailroute = start_imap({ada: ("ada-pw", proxy_fields(imap_backend.port, "proxy_not_trusted"))},
+                           extra_config="login_source_ips = ?127.0.0.21 ?192.0.2.1 127.0.0.22\n"
+                                        "workers = 1\n")
+    for i in range(4):
+        with RawImap(mailroute.imap_port) as c:
+            c.greeting()
+            assert_logged_in(tagged(c.command("a", f"LOGIN {ada} ada-pw")))
+    lines = imap_backend.wait_login_lines(ada, count=4)
+    seen = sorted(re.search(r"rip=([0-9.]+),", line).group(1) for line in lines)
+    assert seen == ["127.0.0.21", "127.0.0.21", "127.0.0.22", "127.0.0.22"], lines
+
+
+def test_host_down_fails_at_once_while_another_login_retries(start_imap, addr):
+    """proxy_host_immediate_failure_after: once the backend has failed for
+    longer than that and another login is still retrying it, new logins
+    fail at once instead of queueing behind it."""
+    wyn, xia = addr("wyn"), addr("xia")
+    dead = free_port()
+    fields = proxy_fields(dead, "proxy_host_immediate_failure_after=1")
+    mailroute = start_imap({wyn: ("wyn-pw", fields), xia: ("xia-pw", fields)},
+                           extra_config="login_proxy_max_reconnects = 6\nworkers = 1\n")
+    with RawImap(mailroute.imap_port) as first, RawImap(mailroute.imap_port) as second:
+        first.greeting()
+        second.greeting()
+        first.send(f"a LOGIN {wyn} wyn-pw\r\n")  # retries for about 6 s
+        time.sleep(2.5)
+        assert second.command("b", f"LOGIN {xia} xia-pw") == [f"b {UNAVAILABLE}"]
+        assert first.read_line() == f"a {UNAVAILABLE}"
+    # The second login failed without a connect attempt of its own.
+    assert len(mailroute.log_lines(f"login of {xia} failed temporarily: host is down")) == 1
+    assert mailroute.log_lines(f"login of {wyn} failed temporarily: connect failed")
