@@ -33,11 +33,16 @@ static void relay_end(struct relay *r, enum relay_end end, int err)
         return;
     r->ended = true;
     r->stats.err = err;
-    /* What one side said before closing still reaches the other side. */
-    if (r->client != NULL)
+    /* What the backend said before closing (its BYE) still reaches the
+     * client. What a client that left had queued for the backend has
+     * nobody to answer to, and flushing it could wait on a backend that is
+     * itself stuck writing to us: the backend is closed at once, as on
+     * shutdown, when nothing may wait on a client that stopped reading. */
+    if (r->client != NULL && end == RELAY_END_BACKEND)
         stream_close_after_flush(r->client);
-    if (r->backend != NULL)
-        stream_close_after_flush(r->backend);
+    else
+        stream_destroy(&r->client);
+    stream_destroy(&r->backend);
     r->client = r->backend = NULL;
     relay_done_fn *fn = r->fn;
     void *ctx = r->ctx;
