@@ -5,7 +5,7 @@
 set -eu
 what=${1:-build}
 build_pkgs="build-essential cmake pkg-config libuv1-dev libgnutls28-dev libmariadb-dev libcrypt-dev libcmark-dev cmark"
-test_pkgs="clang python3 python3-pytest dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-submissiond postfix mariadb-server mariadb-client gnutls-bin swaks fetchmail isync"
+test_pkgs="clang python3 python3-pytest dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-submissiond postfix mariadb-server mariadb-client gnutls-bin swaks fetchmail isync dovecot-mysql"
 case "$what" in
   build) pkgs=$build_pkgs ;;
   test|all) pkgs="$build_pkgs $test_pkgs" ;;

@@ -1,34 +1,55 @@
 /* imap-back.c - logging in to an IMAP backend for a client.
  *
- * The banner must be "* OK". Then, in one write unless proxy_nopipelining:
- * "I ID (...)" with the client's address and the TTL when the banner
- * advertised ID and the target is trusted; "C CAPABILITY" when the banner
- * carried no capabilities; then "L LOGIN user pass" (quoted strings; values
- * that cannot be quoted, and master-user logins, use AUTHENTICATE PLAIN).
+ * The banner must be "* OK". With starttls=yes|any-cert the backend must
+ * advertise STARTTLS (in the banner, else in the reply to "C CAPABILITY");
+ * then "S STARTTLS", "S OK", the handshake, and "C CAPABILITY" again over
+ * TLS: nothing said in plaintext is trusted, and nothing of the login is
+ * sent before TLS is up. Then, in one write unless proxy_nopipelining:
+ * "I ID (...)" with the client's address and the TTL when the capabilities
+ * list ID and the target is trusted (imap_id_retain: the client's own ID
+ * pairs first); "C CAPABILITY" when none are known yet; then the login:
+ * "L LOGIN user pass" (quoted strings; values that cannot be quoted, and
+ * master-user logins, use AUTHENTICATE PLAIN), or with proxy_mech
+ * "L AUTHENTICATE <MECH>[ <initial response>]" (the initial response only
+ * with SASL-IR) and the responses after each "+".
  * The tagged L reply decides: OK -> logged in, NO [UNAVAILABLE] -> temporary,
  * other NO/BAD -> refused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "codec.h"
 #include "imap-login.h"
 #include "imap-parse.h"
 #include "log.h"
+#include "login-sasl.h"
 #include "mem.h"
 #include "sasl.h"
 #include "str.h"
 
 #define BACKEND_LINE_MAX 8192
+#define ID_PAIRS_MAX 30         /* RFC 2971; an ID with more is refused as a whole */
+#define ID_KEY_MAX 30           /* Dovecot's ID key limit */
+
+enum imap_back_step {
+    STEP_BANNER,                /* waiting for "* OK" */
+    STEP_PRE_TLS_CAPS,          /* starttls, banner without capabilities: C CAPABILITY sent */
+    STEP_STARTTLS,              /* S STARTTLS sent */
+    STEP_HANDSHAKE,             /* login.c runs the TLS handshake: no reading */
+    STEP_TLS_CAPS,              /* C CAPABILITY sent over TLS */
+    STEP_LOGIN,                 /* ID, CAPABILITY and the login sent: waiting for L */
+    STEP_DONE,                  /* the login flow has the outcome */
+};
 
 struct imap_back {
     struct login_session *ls;
     struct stream *s;
-    bool banner_seen;
+    enum imap_back_step step;
     char *caps;                 /* from the banner or a CAPABILITY reply */
-    struct buf plain_ir;        /* AUTHENTICATE PLAIN response, sent after "+" */
+    struct login_sasl sasl;
+    bool authenticating;        /* L AUTHENTICATE sent: "+" lines are SASL challenges */
     struct buf later;           /* proxy_nopipelining: commands still to send, one per line */
-    bool wait_plus;
-    bool done;
 };
 
 static void *back_start(struct login_session *ls, struct stream *s)
@@ -36,6 +57,7 @@ static void *back_start(struct login_session *ls, struct stream *s)
     struct imap_back *b = xcalloc(1, sizeof(*b));
     b->ls = ls;
     b->s = s;
+    b->step = STEP_BANNER;
     stream_set_max_input(s, BACKEND_LINE_MAX * 2);
     return b;
 }
@@ -44,9 +66,15 @@ static void back_free(void *state)
 {
     struct imap_back *b = state;
     free(b->caps);
-    buf_free_wipe(&b->plain_ir);
+    login_sasl_free(&b->sasl);
     buf_free_wipe(&b->later);
     free(b);
+}
+
+static void temporary(struct imap_back *b, const char *why)
+{
+    b->step = STEP_DONE;
+    login_backend_failed(b->ls, true, why);
 }
 
 static bool has_cap(const struct imap_back *b, const char *cap)
@@ -77,21 +105,95 @@ static void caps_from_code(struct imap_back *b, const char *text)
         set_caps(b, p, strcspn(p, "]"));
 }
 
-static void id_pair(struct buf *out, const char *key, const char *value)
+//* "L AUTHENTICATE <MECH>[ <ir>]"; the rest follows the "+" challenges. */
+static void write_authenticate(struct imap_back *b, struct buf *out)
 {
-    if (buf_used(out) > 0 && buf_ptr(out)[buf_used(out) - 1] != '(')
+    struct login_sasl *sasl = &b->sasl;
+    buf_printf(out, "L AUTHENTICATE %s", sasl->mech);
+    if (!sasl->no_ir && has_cap(b, "SASL-IR")) {
+        const struct buf *ir = &sasl->resp[sasl->next++];
         buf_append_str(out, " ");
-    imap_quote(out, key, false);
-    buf_append_str(out, " ");
-    imap_quote(out, value, false);
+        buf_append_str(out, buf_used(ir) > 0 ? buf_ptr(ir) : "=");
+    }
+    buf_append_str(out, "\r\n");
+    b->authenticating = true;
+}
+
+/* A "+" during AUTHENTICATE: the next response. A challenge beyond them is,
+ * for the OAuth mechanisms, the server's error report, which RFC 7628 has
+ * the client acknowledge with an empty response (the NO follows); for the
+ * others the backend does not speak the mechanism as we do. */
+static void on_challenge(struct imap_back *b)
+{
+    struct login_sasl *sasl = &b->sasl;
+    if (sasl->next < sasl->n) {
+        const struct buf *r = &sasl->resp[sasl->next++];
+        struct buf line = BUF_INIT;
+        buf_printf(&line, "%s\r\n", buf_ptr(r));
+        stream_write(b->s, buf_ptr(&line), buf_used(&line));
+        buf_free_wipe(&line);
+    } else if (sasl->token) {
+        stream_write_str(b->s, "\r\n");
+    } else {
+        temporary(b, "unexpected SASL challenge from the backend");
+    }
+}
+
+/* ID */
+
+/* Append "key" "value" when both can go as quoted strings (a literal would
+ * stop the pipelined commands); false when the pair was left out. */
+static bool id_pair(struct buf *out, const char *key, const char *value)
+{
+    struct buf pair = BUF_INIT;
+    bool ok = imap_quote(&pair, key, false) == IMAP_STRING_QUOTED;
+    buf_append_str(&pair, " ");
+    ok = ok && imap_quote(&pair, value != NULL ? value : "", false) == IMAP_STRING_QUOTED;
+    if (ok) {
+        if (buf_used(out) > 0 && buf_ptr(out)[buf_used(out) - 1] != '(')
+            buf_append_str(out, " ");
+        buf_append(out, buf_ptr(&pair), buf_used(&pair));
+    }
+    buf_free(&pair);
+    return ok;
+}
+
+/* Keys a trusted backend takes as the proxy's word: never the client's. */
+static bool id_key_reserved(const char *key)
+{
+    static const char *const reserved[] = {
+        "x-originating-ip", "x-originating-port", "x-connected-ip", "x-connected-port",
+        "x-proxy-ttl", "x-session-id", "x-session-ext-id",
+    };
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if (str_case_eq(key, reserved[i]))
+            return true;
+    }
+    return str_case_prefix(key, "x-forward-") != NULL;
+}
+
+/* imap_id_retain: the client's own pairs, as many as leave room for ours. */
+static void write_client_id(struct imap_back *b, struct buf *out, size_t room)
+{
+    const struct fields *id = login_client_id(b->ls);
+    for (size_t i = 0; i < id->n && room > 0; i++) {
+        const struct field *f = &id->v[i];
+        if (!id_key_reserved(f->key) && strlen(f->key) <= ID_KEY_MAX &&
+            id_pair(out, f->key, f->value))
+            room--;
+    }
 }
 
 /* The client's identity for a backend that trusts us (Dovecot's x- keys). */
 static void write_id(struct imap_back *b, struct buf *out)
 {
     const struct route_target *t = login_target(b->ls);
+    const struct fields *lists[2] = {login_forward_fields(b->ls), &t->forward};
     char ip[ADDR_STRLEN], port[16], ttl[16];
+    size_t ours = 6 + lists[0]->n + lists[1]->n;
     buf_append_str(out, "I ID (");
+    if (login_settings(b->ls)->imap_id_retain && ours < ID_PAIRS_MAX)
+        write_client_id(b, out, ID_PAIRS_MAX - ours);
     id_pair(out, "x-session-id", login_session_id(b->ls));
     addr_ip_str(login_client_addr(b->ls), ip, sizeof(ip));
     snprintf(port, sizeof(port), "%u", login_client_addr(b->ls)->port);
@@ -104,22 +206,34 @@ static void write_id(struct imap_back *b, struct buf *out)
     snprintf(ttl, sizeof(ttl), "%d", login_ttl(b->ls) - 1);
     id_pair(out, "x-proxy-ttl", ttl);
     /* Forward fields from a trusted previous hop, then the passdb's own. */
-    const struct fields *lists[2] = {login_forward_fields(b->ls), &t->forward};
     for (size_t l = 0; l < 2; l++) {
         for (size_t i = 0; i < lists[l]->n; i++) {
             const struct field *fl = &lists[l]->v[i];
             char key[64];
             snprintf(key, sizeof(key), "x-forward-%s", fl->key);
-            if (strlen(key) <= 30) /* Dovecot's ID key limit */
-                id_pair(out, key, fl->value != NULL ? fl->value : "");
+            if (strlen(key) <= ID_KEY_MAX)
+                id_pair(out, key, fl->value);
         }
     }
     buf_append_str(out, ")\r\n");
 }
 
-static void write_login(struct imap_back *b, struct buf *out)
+/* Login */
+
+/* False (and the login failed) when proxy_mech cannot be used. */
+static bool write_login(struct imap_back *b, struct buf *out)
 {
     const struct route_target *t = login_target(b->ls);
+    if (t->proxy_mech != NULL) {
+        if (!login_sasl_prepare(b->ls, t->proxy_mech, false, &b->sasl)) {
+            char why[128];
+            snprintf(why, sizeof(why), "Unsupported SASL mechanism %s", t->proxy_mech);
+            temporary(b, why);
+            return false;
+        }
+        write_authenticate(b, out);
+        return true;
+    }
     const char *user = login_user(b->ls);
     const char *pass = login_password(b->ls);
     if (pass == NULL)
@@ -134,40 +248,31 @@ static void write_login(struct imap_back *b, struct buf *out)
             buf_append(out, buf_ptr(&q), buf_used(&q));
             buf_append_str(out, "\r\n");
             buf_free_wipe(&q);
-            return;
+            return true;
         }
         buf_free_wipe(&q);
     }
-    /* AUTHENTICATE PLAIN: authzid = the user, authcid = the master user when
-     * there is one (Dovecot's master-user proxying). */
-    buf_reset(&b->plain_ir);
-    sasl_plain_encode(&b->plain_ir, t->master != NULL ? user : "",
-                      t->master != NULL ? t->master : user, pass);
-    if (has_cap(b, "SASL-IR")) {
-        buf_printf(out, "L AUTHENTICATE PLAIN %s\r\n", buf_ptr(&b->plain_ir));
-    } else {
-        buf_append_str(out, "L AUTHENTICATE PLAIN\r\n");
-        b->wait_plus = true;
-    }
+    /* AUTHENTICATE PLAIN (master-user proxying, or values LOGIN cannot quote). */
+    login_sasl_plain(b->ls, pass, false, &b->sasl);
+    write_authenticate(b, out);
+    return true;
 }
 
-static void on_banner(struct imap_back *b, const char *line)
+/* The capabilities are known (and, with starttls, come over TLS): ID,
+ * CAPABILITY when still needed, and the login. */
+static void start_login(struct imap_back *b)
 {
-    const char *text = str_case_prefix(line, "* OK ");
-    if (text == NULL) {
-        b->done = true;
-        login_backend_failed(b->ls, true, "invalid banner from the backend");
-        return;
-    }
-    caps_from_code(b, text);
-    b->banner_seen = true;
     const struct route_target *t = login_target(b->ls);
     struct buf out = BUF_INIT;
+    b->step = STEP_LOGIN;
     if (has_cap(b, "ID") && !t->not_trusted)
         write_id(b, &out);
     if (b->caps == NULL)
         buf_append_str(&out, "C CAPABILITY\r\n");
-    write_login(b, &out);
+    if (!write_login(b, &out)) {
+        buf_free_wipe(&out);
+        return;
+    }
     if (t->nopipelining) {
         /* One command at a time: keep the rest for after each tagged reply. */
         const char *nl = memchr(buf_ptr(&out), '\n', buf_used(&out));
@@ -178,6 +283,67 @@ static void on_banner(struct imap_back *b, const char *line)
         stream_write(b->s, buf_ptr(&out), buf_used(&out));
     }
     buf_free_wipe(&out);
+}
+
+/* STARTTLS */
+
+static bool wants_starttls(const struct imap_back *b)
+{
+    return login_target(b->ls)->tls == ROUTE_TLS_STARTTLS && !stream_is_tls(b->s);
+}
+
+/* The plaintext capabilities are known: STARTTLS must be among them. */
+static void send_starttls(struct imap_back *b)
+{
+    if (!has_cap(b, "STARTTLS")) {
+        temporary(b, "STARTTLS not supported");
+        return;
+    }
+    b->step = STEP_STARTTLS;
+    stream_write_str(b->s, "S STARTTLS\r\n");
+}
+
+static void on_starttls_reply(struct imap_back *b, const char *rest)
+{
+    if (str_case_prefix(rest, "OK") == NULL) {
+        char why[300];
+        snprintf(why, sizeof(why), "STARTTLS failed: %.200s", rest);
+        temporary(b, why);
+        return;
+    }
+    b->step = STEP_HANDSHAKE;
+    login_backend_starttls(b->ls); /* may fail (and free b) at once */
+}
+
+/* TLS is up: forget the plaintext capabilities and ask again. */
+static void back_tls_started(struct login_session *ls, void *state)
+{
+    struct imap_back *b = state;
+    (void)ls;
+    free(b->caps);
+    b->caps = NULL;
+    b->step = STEP_TLS_CAPS;
+    stream_write_str(b->s, "C CAPABILITY\r\n");
+}
+
+/* Replies */
+
+static void on_banner(struct imap_back *b, const char *line)
+{
+    const char *text = str_case_prefix(line, "* OK ");
+    if (text == NULL) {
+        temporary(b, "invalid banner from the backend");
+        return;
+    }
+    caps_from_code(b, text);
+    if (!wants_starttls(b)) {
+        start_login(b);
+    } else if (b->caps != NULL) {
+        send_starttls(b);
+    } else {
+        b->step = STEP_PRE_TLS_CAPS;
+        stream_write_str(b->s, "C CAPABILITY\r\n");
+    }
 }
 
 /* proxy_nopipelining: a tagged I or C reply releases the next command. */
@@ -192,11 +358,29 @@ static void send_next_later(struct imap_back *b)
     buf_consume(&b->later, n);
 }
 
+/* "C ..." ends a CAPABILITY: what comes next depends on why it was asked. */
+static void on_capability_done(struct imap_back *b)
+{
+    if (b->caps == NULL)
+        set_caps(b, "", 0); /* none listed: known to be empty */
+    switch (b->step) {
+    case STEP_PRE_TLS_CAPS:
+        send_starttls(b);
+        break;
+    case STEP_TLS_CAPS:
+        start_login(b);
+        break;
+    default:
+        send_next_later(b);
+        break;
+    }
+}
+
 /* "OK text": make sure the client learns the post-login capabilities. */
 static void logged_in(struct imap_back *b, const char *rest)
 {
-    b->done = true;
-    if (str_case_prefix(rest, "OK [CAPABILITY ") != NULL || b->caps == NULL) {
+    b->step = STEP_DONE;
+    if (str_case_prefix(rest, "OK [CAPABILITY ") != NULL || b->caps == NULL || !b->caps[0]) {
         login_backend_accepted(b->ls, rest);
         return;
     }
@@ -212,35 +396,50 @@ static void on_login_reply(struct imap_back *b, const char *rest)
         logged_in(b, rest);
         return;
     }
-    b->done = true;
+    b->step = STEP_DONE;
     if (str_case_prefix(rest, "NO [UNAVAILABLE]") != NULL)
         login_backend_retry(b->ls, rest);
     else
         login_backend_failed(b->ls, false, rest);
 }
 
+/* Untagged lines other than CAPABILITY, ID and BYE (an [ALERT], say) are
+ * for the client, once the login is under way; before TLS nothing is. */
+static void on_untagged(struct imap_back *b, const char *line)
+{
+    const char *p;
+    if ((p = str_case_prefix(line, "* CAPABILITY ")) != NULL)
+        set_caps(b, p, strlen(p));
+    else if (b->step == STEP_LOGIN && str_case_prefix(line, "* ID ") == NULL &&
+             str_case_prefix(line, "* BYE") == NULL)
+        stream_printf(login_client(b->ls), "%s\r\n", line);
+}
+
 /* One complete line from the backend. */
 static void on_line(struct imap_back *b, const char *line)
 {
-    if (!b->banner_seen) {
+    if (b->step == STEP_BANNER) {
         on_banner(b, line);
-        return;
-    }
-    const char *p;
-    if ((p = str_case_prefix(line, "* CAPABILITY ")) != NULL) {
-        set_caps(b, p, strlen(p));
-    } else if (line[0] == '+' && b->wait_plus) {
-        b->wait_plus = false;
-        stream_printf(b->s, "%s\r\n", buf_ptr(&b->plain_ir));
-    } else if (strncmp(line, "L ", 2) == 0) {
+    } else if (line[0] == '*') {
+        on_untagged(b, line);
+    } else if (line[0] == '+') {
+        if (b->step == STEP_LOGIN && b->authenticating)
+            on_challenge(b);
+    } else if (strncmp(line, "S ", 2) == 0) {
+        if (b->step == STEP_STARTTLS)
+            on_starttls_reply(b, line + 2);
+    } else if (strncmp(line, "C ", 2) == 0) {
+        on_capability_done(b);
+    } else if (b->step == STEP_LOGIN && strncmp(line, "L ", 2) == 0) {
         on_login_reply(b, line + 2);
-    } else if (strncmp(line, "I ", 2) == 0 || strncmp(line, "C ", 2) == 0) {
+    } else if (b->step == STEP_LOGIN && strncmp(line, "I ", 2) == 0) {
         send_next_later(b);
-    } else if (line[0] == '*' && str_case_prefix(line, "* ID ") == NULL &&
-               str_case_prefix(line, "* BYE") == NULL) {
-        /* Other untagged lines (an [ALERT], say) are for the client. */
-        stream_printf(login_client(b->ls), "%s\r\n", line);
     }
+}
+
+static bool reading(const struct imap_back *b)
+{
+    return b->step != STEP_DONE && b->step != STEP_HANDSHAKE;
 }
 
 static void back_input(struct login_session *ls, void *state)
@@ -250,10 +449,9 @@ static void back_input(struct login_session *ls, void *state)
     const char *line;
     size_t len, used;
     int r;
-    while (!b->done && (r = stream_read_line(s, BACKEND_LINE_MAX, &line, &len, &used)) != 0) {
+    while (reading(b) && (r = stream_read_line(s, BACKEND_LINE_MAX, &line, &len, &used)) != 0) {
         if (r < 0) {
-            b->done = true;
-            login_backend_failed(ls, true, "too long line from the backend");
+            temporary(b, "too long line from the backend");
             return;
         }
         char *copy = xstrndup(line, len);
@@ -266,5 +464,6 @@ static void back_input(struct login_session *ls, void *state)
 const struct login_back imap_login_back = {
     .start = back_start,
     .input = back_input,
+    .tls_started = back_tls_started,
     .free = back_free,
 };

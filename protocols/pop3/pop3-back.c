@@ -1,12 +1,17 @@
 /* pop3-back.c - logging in to a POP3 backend for a client.
  *
- * The greeting must be "+OK". When it carries "[XCLIENT]" (Dovecot offers
- * it to peers in its login_trusted_networks) and the target is not
- * proxy_not_trusted, the client's identity goes first:
+ * The greeting must be "+OK". With starttls=yes|any-cert "STLS" comes
+ * next ("+OK", then the handshake; there is no new greeting, so what the
+ * first one said about XCLIENT stands), and the rest goes over TLS only.
+ * When the greeting carries "[XCLIENT]" (Dovecot offers it to peers in its
+ * login_trusted_networks) and the target is not proxy_not_trusted, the
+ * client's identity goes first:
  *   XCLIENT ADDR=<ip> PORT=<port> SESSION=<id> TTL=<ttl-1> [FORWARD=<b64>]
  * and must be answered "+OK". Then "USER <destuser>" and "PASS <password>",
  * one at a time, or with a master user "AUTH PLAIN <b64>" (authzid =
- * destuser, authcid = master). "+OK" to the last one: logged in, and that
+ * destuser, authcid = master), or with proxy_mech "AUTH <MECH> <b64>"
+ * (LOGIN without an initial response) and the responses after each "+".
+ * "+OK" to the last one: logged in, and that
  * line goes to the client. "-ERR [SYS/TEMP] ..." is temporary; another
  * "-ERR" is a refusal the front passes on.
  *
@@ -16,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "codec.h"
+#include "login-sasl.h"
 #include "mem.h"
 #include "pop3-login.h"
 #include "pop3-parse.h"
@@ -28,10 +35,12 @@
 
 enum pop3_back_step {
     STEP_GREETING,   /* waiting for the greeting */
+    STEP_STLS,       /* STLS sent */
+    STEP_HANDSHAKE,  /* login.c runs the TLS handshake: no reading */
     STEP_XCLIENT,    /* XCLIENT sent */
     STEP_USER,       /* USER sent */
     STEP_PASS,       /* PASS sent */
-    STEP_AUTH,       /* AUTH PLAIN sent */
+    STEP_AUTH,       /* AUTH sent */
     STEP_DONE,       /* the login flow has the outcome */
 };
 
@@ -39,6 +48,8 @@ struct pop3_back {
     struct login_session *ls;
     struct stream *s;
     enum pop3_back_step step;
+    bool xclient;               /* the greeting offered [XCLIENT] */
+    struct login_sasl sasl;
 };
 
 static void *back_start(struct login_session *ls, struct stream *s)
@@ -53,7 +64,9 @@ static void *back_start(struct login_session *ls, struct stream *s)
 
 static void back_free(void *state)
 {
-    free(state);
+    struct pop3_back *b = state;
+    login_sasl_free(&b->sasl);
+    free(b);
 }
 
 static bool is_ok(const char *line)
@@ -123,23 +136,58 @@ static const char *password(const struct pop3_back *b)
     return pass != NULL ? pass : "";
 }
 
-/* Master user: SASL PLAIN with the initial response (RFC 5034). */
-static void send_auth_plain(struct pop3_back *b, const char *master)
+//* "AUTH <MECH>[ <ir>]" (RFC 5034: "=" is an empty initial response). */
+static void send_auth(struct pop3_back *b)
 {
+    struct login_sasl *sasl = &b->sasl;
     struct buf line = BUF_INIT;
-    buf_append_str(&line, "AUTH PLAIN ");
-    sasl_plain_encode(&line, login_user(b->ls), master, password(b));
+    buf_printf(&line, "AUTH %s", sasl->mech);
+    if (!sasl->no_ir) {
+        const struct buf *ir = &sasl->resp[sasl->next++];
+        buf_printf(&line, " %s", buf_used(ir) > 0 ? buf_ptr(ir) : "=");
+    }
     buf_append_str(&line, "\r\n");
     stream_write(b->s, buf_ptr(&line), buf_used(&line));
     buf_free_wipe(&line);
     b->step = STEP_AUTH;
 }
 
+/* A "+" challenge during AUTH: the next response. One beyond them is, for
+ * the OAuth mechanisms, the server's error report, which RFC 7628 has the
+ * client acknowledge with an empty response (the -ERR follows); for the
+ * others the backend does not speak the mechanism as we do. */
+static void on_challenge(struct pop3_back *b)
+{
+    struct login_sasl *sasl = &b->sasl;
+    if (sasl->next < sasl->n) {
+        struct buf line = BUF_INIT;
+        buf_printf(&line, "%s\r\n", buf_ptr(&sasl->resp[sasl->next++]));
+        stream_write(b->s, buf_ptr(&line), buf_used(&line));
+        buf_free_wipe(&line);
+    } else if (sasl->token) {
+        stream_write_str(b->s, "\r\n");
+    } else {
+        temporary(b, "unexpected SASL challenge from the backend");
+    }
+}
+
 static void send_login(struct pop3_back *b)
 {
-    const char *master = login_target(b->ls)->master;
-    if (master != NULL) {
-        send_auth_plain(b, master);
+    const struct route_target *t = login_target(b->ls);
+    if (t->proxy_mech != NULL) {
+        if (!login_sasl_prepare(b->ls, t->proxy_mech, false, &b->sasl)) {
+            char why[128];
+            snprintf(why, sizeof(why), "Unsupported SASL mechanism %s", t->proxy_mech);
+            temporary(b, why);
+            return;
+        }
+        send_auth(b);
+        return;
+    }
+    if (t->master != NULL) {
+        /* Master user: SASL PLAIN with the initial response (RFC 5034). */
+        login_sasl_plain(b->ls, password(b), false, &b->sasl);
+        send_auth(b);
         return;
     }
     stream_printf(b->s, "USER %s\r\n", login_user(b->ls));
@@ -162,6 +210,15 @@ static bool credentials_safe(const struct pop3_back *b)
            (master == NULL || pop3_arg_is_safe(master));
 }
 
+/* XCLIENT when the greeting offered it and the target trusts us, then the login. */
+static void start_login(struct pop3_back *b)
+{
+    if (b->xclient && !login_target(b->ls)->not_trusted)
+        send_xclient(b);
+    else
+        send_login(b);
+}
+
 static void on_greeting(struct pop3_back *b, const char *line)
 {
     if (!is_ok(line)) {
@@ -172,10 +229,33 @@ static void on_greeting(struct pop3_back *b, const char *line)
         temporary(b, "the user name or password holds CR or LF: not sent to the backend");
         return;
     }
-    if (strstr(line, "[XCLIENT]") != NULL && !login_target(b->ls)->not_trusted)
-        send_xclient(b);
-    else
-        send_login(b);
+    b->xclient = strstr(line, "[XCLIENT]") != NULL;
+    if (login_target(b->ls)->tls == ROUTE_TLS_STARTTLS && !stream_is_tls(b->s)) {
+        /* Dovecot's proxy sends STLS without asking CAPA: a backend
+         * without it says -ERR, which fails the login as well. */
+        stream_write_str(b->s, "STLS\r\n");
+        b->step = STEP_STLS;
+        return;
+    }
+    start_login(b);
+}
+
+static void on_stls_reply(struct pop3_back *b, const char *line)
+{
+    if (!is_ok(line)) {
+        char why[300];
+        snprintf(why, sizeof(why), "STARTTLS failed: %.200s", line);
+        temporary(b, why);
+        return;
+    }
+    b->step = STEP_HANDSHAKE;
+    login_backend_starttls(b->ls); /* may fail (and free b) at once */
+}
+
+static void back_tls_started(struct login_session *ls, void *state)
+{
+    (void)ls;
+    start_login(state);
 }
 
 /* The backend's answer to USER, PASS or AUTH when it is not "+OK". */
@@ -190,12 +270,21 @@ static void login_refused(struct pop3_back *b, const char *line)
     login_backend_failed(b->ls, temp, line);
 }
 
+static void login_done(struct pop3_back *b, const char *line)
+{
+    b->step = STEP_DONE;
+    login_backend_accepted(b->ls, line);
+}
+
 /* One complete line from the backend. */
 static void on_line(struct pop3_back *b, const char *line)
 {
     switch (b->step) {
     case STEP_GREETING:
         on_greeting(b, line);
+        break;
+    case STEP_STLS:
+        on_stls_reply(b, line);
         break;
     case STEP_XCLIENT:
         if (is_ok(line))
@@ -209,15 +298,21 @@ static void on_line(struct pop3_back *b, const char *line)
         else
             login_refused(b, line);
         break;
-    case STEP_PASS:
     case STEP_AUTH:
-        if (is_ok(line)) {
-            b->step = STEP_DONE;
-            login_backend_accepted(b->ls, line);
-        } else {
+        if (line[0] == '+' && (line[1] == ' ' || line[1] == '\0'))
+            on_challenge(b);
+        else if (is_ok(line))
+            login_done(b, line);
+        else
             login_refused(b, line);
-        }
         break;
+    case STEP_PASS:
+        if (is_ok(line))
+            login_done(b, line);
+        else
+            login_refused(b, line);
+        break;
+    case STEP_HANDSHAKE:
     case STEP_DONE:
         break;
     }
@@ -230,7 +325,7 @@ static void back_input(struct login_session *ls, void *state)
     const char *line;
     size_t len, used;
     int r;
-    while (b->step != STEP_DONE &&
+    while (b->step != STEP_DONE && b->step != STEP_HANDSHAKE &&
            (r = stream_read_line(s, BACKEND_LINE_MAX, &line, &len, &used)) != 0) {
         if (r < 0) {
             temporary(b, "too long line from the backend");
@@ -246,5 +341,6 @@ static void back_input(struct login_session *ls, void *state)
 const struct login_back pop3_login_back = {
     .start = back_start,
     .input = back_input,
+    .tls_started = back_tls_started,
     .free = back_free,
 };

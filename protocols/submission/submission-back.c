@@ -1,13 +1,17 @@
 /* submission-back.c - logging in to a submission backend for a client.
  *
  * Dialogue (reference/dovecot-behaviour.md 3.4): the 220 greeting; "EHLO
- * <our hostname>"; when that reply advertises XCLIENT and the target trusts
- * us (no proxy_not_trusted), XCLIENT with those of HELO PROTO LOGIN TTL PORT
- * ADDR SESSION DESTADDR DESTPORT FORWARD the backend lists, values in xtext,
+ * <our hostname>"; with starttls=yes|any-cert that reply must advertise
+ * STARTTLS: "STARTTLS", 220, the handshake and "EHLO" again, and only what
+ * this EHLO over TLS lists counts from then on; when the EHLO reply
+ * advertises XCLIENT and the target trusts us (no proxy_not_trusted),
+ * XCLIENT with those of HELO PROTO LOGIN TTL PORT ADDR SESSION DESTADDR
+ * DESTPORT FORWARD the backend lists, values in xtext,
  * an IPv6 ADDR as "IPV6:<ip>" (Postfix's grammar), cut into several
  * commands so that no line exceeds 512 octets, each answered with 220; then
- * EHLO again; then AUTH PLAIN with an initial response when the line stays
- * within 512 octets, else after the 334. The AUTH reply decides: 235 ->
+ * EHLO again; then AUTH PLAIN (or AUTH <proxy_mech>) with an initial
+ * response when the line stays within 512 octets, else after the 334, and
+ * the further responses after each 334. The AUTH reply decides: 235 ->
  * logged in (the client gets that line), 4xx -> temporary, 5xx -> refused
  * (the client gets that line). Anything unexpected is a temporary failure.
  *
@@ -20,6 +24,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "login-sasl.h"
 #include "mem.h"
 #include "sasl.h"
 #include "smtp-reply.h"
@@ -33,6 +38,8 @@
 enum back_step {
     STEP_GREETING,
     STEP_EHLO,
+    STEP_STARTTLS,
+    STEP_HANDSHAKE,             /* login.c runs the TLS handshake: no reading */
     STEP_XCLIENT,
     STEP_EHLO_AGAIN,
     STEP_AUTH,
@@ -48,8 +55,7 @@ struct submission_back {
     char **xclient;             /* the XCLIENT commands, sent one by one */
     size_t n_xclient, next_xclient;
     bool sent_login;            /* XCLIENT LOGIN= (proxy_noauth) */
-    struct buf plain;           /* the AUTH PLAIN response, base64: a secret */
-    bool plain_sent;
+    struct login_sasl sasl;
 };
 
 static void *back_start(struct login_session *ls, struct stream *s)
@@ -69,7 +75,7 @@ static void back_free(void *state)
     for (size_t i = 0; i < b->n_xclient; i++)
         free(b->xclient[i]);
     free(b->xclient);
-    buf_free_wipe(&b->plain);
+    login_sasl_free(&b->sasl);
     free(b);
 }
 
@@ -241,6 +247,34 @@ static void build_xclient(struct submission_back *b, const char *adv, size_t adv
 
 /* AUTH */
 
+/* One response line; a secret. */
+static void send_response(struct submission_back *b, const struct buf *resp)
+{
+    struct buf line = BUF_INIT;
+    buf_printf(&line, "%s\r\n", buf_ptr(resp));
+    stream_write(b->s, buf_ptr(&line), buf_used(&line));
+    buf_free_wipe(&line);
+}
+
+/* "AUTH <MECH> <ir>" when it fits in 512 octets (RFC 4954), else "AUTH <MECH>"
+ * and the response after the 334. */
+static void send_auth(struct submission_back *b)
+{
+    struct login_sasl *sasl = &b->sasl;
+    const struct buf *ir = &sasl->resp[0];
+    b->step = STEP_AUTH;
+    if (!sasl->no_ir && strlen("AUTH ") + strlen(sasl->mech) + 1 + buf_used(ir) + 2 <=
+                            SMTP_LINE_MAX) {
+        struct buf line = BUF_INIT;
+        buf_printf(&line, "AUTH %s %s\r\n", sasl->mech, buf_used(ir) > 0 ? buf_ptr(ir) : "=");
+        stream_write(b->s, buf_ptr(&line), buf_used(&line));
+        buf_free_wipe(&line);
+        sasl->next = 1;
+    } else {
+        stream_printf(b->s, "AUTH %s\r\n", sasl->mech);
+    }
+}
+
 static void start_auth(struct submission_back *b)
 {
     const struct route_target *t = login_target(b->ls);
@@ -257,27 +291,41 @@ static void start_auth(struct submission_back *b)
         temp_fail(b, "Authentication support not advertised (TLS required?)");
         return;
     }
-    const char *user = login_user(b->ls), *pass = login_password(b->ls);
-    if (pass == NULL) {
-        temp_fail(b, "password not given");
-        return;
-    }
-    /* authzid = the user; authcid = the master user when there is one. */
-    sasl_plain_encode(&b->plain, user, t->master != NULL ? t->master : user, pass);
-    b->step = STEP_AUTH;
-    if (strlen("AUTH PLAIN ") + buf_used(&b->plain) + 2 <= SMTP_LINE_MAX) {
-        stream_printf(b->s, "AUTH PLAIN %s\r\n", buf_ptr(&b->plain));
-        b->plain_sent = true;
+    if (t->proxy_mech != NULL) {
+        if (!login_sasl_prepare(b->ls, t->proxy_mech, true, &b->sasl)) {
+            temp_fail(b, "Unsupported SASL mechanism %s", t->proxy_mech);
+            return;
+        }
     } else {
-        send_line(b, "AUTH PLAIN");
+        const char *pass = login_password(b->ls);
+        if (pass == NULL) {
+            temp_fail(b, "password not given");
+            return;
+        }
+        login_sasl_plain(b->ls, pass, true, &b->sasl);
     }
+    send_auth(b);
+}
+
+/* 334: the next response. One beyond them is, for the OAuth mechanisms, the
+ * server's error report, which RFC 7628 has the client acknowledge with an
+ * empty line (the 5xx follows); for the others the backend does not speak
+ * the mechanism as we do. */
+static void on_challenge(struct submission_back *b)
+{
+    struct login_sasl *sasl = &b->sasl;
+    if (sasl->next < sasl->n)
+        send_response(b, &sasl->resp[sasl->next++]);
+    else if (sasl->token)
+        send_line(b, "");
+    else
+        temp_fail(b, "unexpected SASL challenge from the backend");
 }
 
 static void on_auth_reply(struct submission_back *b, const struct smtp_reply *r)
 {
-    if (r->code == 334 && !b->plain_sent) {
-        send_line(b, buf_ptr(&b->plain));
-        b->plain_sent = true;
+    if (r->code == 334) {
+        on_challenge(b);
         return;
     }
     struct buf line = BUF_INIT;
@@ -294,6 +342,12 @@ static void on_auth_reply(struct submission_back *b, const struct smtp_reply *r)
 
 /* Steps */
 
+static void send_ehlo(struct submission_back *b, enum back_step step)
+{
+    b->step = step;
+    stream_printf(b->s, "EHLO %s\r\n", login_settings(b->ls)->hostname);
+}
+
 static void send_next_xclient(struct submission_back *b)
 {
     if (b->next_xclient < b->n_xclient) {
@@ -301,8 +355,7 @@ static void send_next_xclient(struct submission_back *b)
         send_line(b, b->xclient[b->next_xclient++]);
         return;
     }
-    b->step = STEP_EHLO_AGAIN;
-    stream_printf(b->s, "EHLO %s\r\n", login_settings(b->ls)->hostname);
+    send_ehlo(b, STEP_EHLO_AGAIN);
 }
 
 /* The EHLO reply is ours to keep: swap it into caps. */
@@ -313,11 +366,46 @@ static void keep_caps(struct submission_back *b)
     b->reply = old;
 }
 
+/* starttls: the backend must offer it; nothing else is said in plaintext. */
+static bool starttls_first(struct submission_back *b)
+{
+    if (login_target(b->ls)->tls != ROUTE_TLS_STARTTLS || stream_is_tls(b->s))
+        return false;
+    if (!smtp_reply_has_ext(&b->caps, "STARTTLS", NULL, NULL)) {
+        temp_fail(b, "STARTTLS not supported");
+        return true;
+    }
+    b->step = STEP_STARTTLS;
+    send_line(b, "STARTTLS");
+    return true;
+}
+
+static void on_starttls_reply(struct submission_back *b, const char *line)
+{
+    if (b->reply.code != 220) {
+        temp_fail(b, "STARTTLS failed: %s", line);
+        return;
+    }
+    b->step = STEP_HANDSHAKE;
+    login_backend_starttls(b->ls); /* may fail (and free b) at once */
+}
+
+/* TLS is up: what the plaintext EHLO listed no longer counts (RFC 3207). */
+static void back_tls_started(struct login_session *ls, void *state)
+{
+    struct submission_back *b = state;
+    (void)ls;
+    smtp_reply_reset(&b->caps);
+    send_ehlo(b, STEP_EHLO);
+}
+
 static void on_ehlo_reply(struct submission_back *b)
 {
     const char *adv;
     size_t adv_len;
     keep_caps(b);
+    if (b->step == STEP_EHLO && starttls_first(b))
+        return;
     if (b->step == STEP_EHLO && !login_target(b->ls)->not_trusted &&
         smtp_reply_has_ext(&b->caps, "XCLIENT", &adv, &adv_len)) {
         build_xclient(b, adv, adv_len);
@@ -340,8 +428,7 @@ static void on_reply(struct submission_back *b)
             temp_fail(b, "invalid greeting: %s", buf_ptr(&line));
             break;
         }
-        b->step = STEP_EHLO;
-        stream_printf(b->s, "EHLO %s\r\n", login_settings(b->ls)->hostname);
+        send_ehlo(b, STEP_EHLO);
         break;
     case STEP_EHLO:
     case STEP_EHLO_AGAIN:
@@ -349,6 +436,9 @@ static void on_reply(struct submission_back *b)
             temp_fail(b, "EHLO failed: %s", buf_ptr(&line));
         else
             on_ehlo_reply(b);
+        break;
+    case STEP_STARTTLS:
+        on_starttls_reply(b, buf_ptr(&line));
         break;
     case STEP_XCLIENT:
         if (r->code / 100 != 2)
@@ -359,6 +449,7 @@ static void on_reply(struct submission_back *b)
     case STEP_AUTH:
         on_auth_reply(b, r);
         break;
+    case STEP_HANDSHAKE:
     case STEP_DONE:
         break;
     }
@@ -372,7 +463,7 @@ static void back_input(struct login_session *ls, void *state)
     const char *line;
     size_t len, used;
     int r;
-    while (b->step != STEP_DONE &&
+    while (b->step != STEP_DONE && b->step != STEP_HANDSHAKE &&
            (r = stream_read_line(s, BACKEND_LINE_MAX, &line, &len, &used)) != 0) {
         if (r < 0) {
             temp_fail(b, "too long line from the backend");
@@ -394,5 +485,6 @@ static void back_input(struct login_session *ls, void *state)
 const struct login_back submission_login_back = {
     .start = back_start,
     .input = back_input,
+    .tls_started = back_tls_started,
     .free = back_free,
 };

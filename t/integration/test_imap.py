@@ -1385,8 +1385,9 @@ def test_proxy_without_host_is_unavailable(start_imap, addr):
 
 def test_tls_to_the_backend_never_falls_back_to_plaintext(start_imap, fake_imap, addr):
     """ssl=yes towards a plaintext backend fails in the handshake, and
-    starttls=yes towards login backends is not wired yet: both are a
-    temporary failure, and the password never crosses in plaintext."""
+    starttls=yes towards a backend without STARTTLS fails before the login:
+    both are a temporary failure, and the password never crosses in
+    plaintext."""
     zak, zia = addr("zak"), addr("zia")
     fake = fake_imap()
     mailroute = start_imap({zak: ("zak-pw", proxy_fields(fake.port, "ssl=yes")),
