@@ -63,6 +63,7 @@ struct settings {
     char *hostname;              /* our name in LHLO/EHLO/Received; default gethostname() */
     char *base_dir;              /* runtime dir (control socket later); default /run/mailroute */
     char *log_path;              /* "" = stderr, "syslog", or a file */
+    char *run_as_user;           /* after binding, become this user; "" = stay */
     bool log_debug;
     unsigned workers;            /* 0 = number of CPUs */
     uint64_t shutdown_timeout_ms;/* SIGTERM: time open transactions get to finish; 30 s */

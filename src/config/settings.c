@@ -70,6 +70,7 @@ static const struct setting_def setting_defs[] = {
     S_STR(hostname, "", NULL), /* "" = gethostname(), see settings_finish() */
     S_STR(base_dir, "/run/mailroute", NULL),
     S_STR(log_path, "", NULL),
+    S_STR(run_as_user, "", NULL),
     S_BOOL(log_debug, "no"),
     S_UINT(workers, "0", 0, 1024),
     S_MSECS(shutdown_timeout, "30s"),

@@ -38,5 +38,8 @@ void foreach_listen_addr(const struct settings *set, const struct listener_setti
 
 int run_lookup(const struct settings *set, int argc, char **argv);
 int run_daemon(const char *config_path, struct settings *set);
+/* run_as_user: become that user (with its groups) for good; a warning when
+ * it is empty and we are root. False (logged) when that fails. */
+bool drop_privileges(const char *user);
 
 #endif

@@ -444,7 +444,7 @@ int run_daemon(const char *config_path, struct settings *set)
     }
     n_workers = worker_count(set);
     workers = xcalloc(n_workers, sizeof(*workers));
-    if (!open_listeners(set))
+    if (!open_listeners(set) || !drop_privileges(set->run_as_user))
         return 1;
     for (unsigned i = 0; i < n_workers; i++) {
         if (!worker_init(&workers[i], i))

@@ -202,3 +202,51 @@ def test_sigterm_lets_an_open_transaction_finish(start_mailroute, backend_a, add
         assert_saved((reply.code, reply.text), alice)
     assert mailroute.proc.wait_exit(timeout=10) == 0
     assert len(messages_with(backend_a.maildir(alice), marker)) == 1
+
+
+def privileged_free_port():
+    """A free port below 1024: only root can bind it."""
+    import socket
+    for port in range(700, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port below 1024")
+
+
+def process_uids(pid):
+    """The real, effective, saved and fs uid of every thread of pid."""
+    uids = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            line = next(line for line in f if line.startswith("Uid:"))
+        uids.update(int(u) for u in line.split()[1:])
+    return uids
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_run_as_user_binds_first_then_drops_root(start_mailroute, backend_a, addr):
+    """A port below 1024 is bound as root; then every thread runs as nobody
+    and delivery (passwd-file lookups, the backend) goes on."""
+    import pwd
+    nobody = pwd.getpwnam("nobody").pw_uid
+    alice = addr("alice")
+    mailroute = start_mailroute({alice: f"proxy host=127.0.0.1 port={backend_a.port}"},
+                                port=privileged_free_port(),
+                                extra_config="run_as_user = nobody\n")
+    assert process_uids(mailroute.pid) == {nobody}
+    assert mailroute.log_lines(f"running as nobody (uid {nobody},")
+    marker = new_marker()
+    assert_saved(send_message(mailroute.port, SENDER, [alice], make_message(marker)).data[alice],
+                 alice)
+    assert len(messages_with(backend_a.maildir(alice), marker)) == 1
+
+
+def test_run_as_an_unknown_user_refuses_to_start(workdir):
+    mailroute = new_mailroute(workdir, extra_config="run_as_user = no-such-user-here\n")
+    mailroute.start(wait=False)
+    assert mailroute.proc.wait_exit(10) == 1
+    assert "run_as_user: no user 'no-such-user-here'" in mailroute.stderr()
