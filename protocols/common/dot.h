@@ -33,5 +33,12 @@ struct dot_encoder {
 void dot_encoder_init(struct dot_encoder *e);
 void dot_encode(struct dot_encoder *e, const char *in, size_t n, struct buf *out);
 void dot_encode_end(struct dot_encoder *e, struct buf *out);
+/* The encoder only inserts bytes (a CR before a bare LF, a "." before a
+ * line-start "."), so the input up to the first insertion is its own
+ * encoding. Returns the length k of that run and advances the encoder past
+ * it as dot_encode() would: the caller sends in[0, k) as it is, and when
+ * k < n gives dot_encode() at least one byte from in + k (0 means the
+ * insertion is before in[0]). Saves the copy of long clean runs. */
+size_t dot_encode_verbatim(struct dot_encoder *e, const char *in, size_t n);
 
 #endif

@@ -165,6 +165,10 @@ void txn_add_rcpt(struct txn *t, struct cmd *cmd, const char *address, const cha
 /* The client's DATA/BDAT was accepted: start the groups. */
 void txn_data_begin(struct txn *t, struct cmd *data_cmd);
 void txn_data_append(struct txn *t, const char *data, size_t n);
+/* False while the body waits for the backends (the window in memory is
+ * full): pause the client's input; the session is run again when there is
+ * room, or once the body spooled because a backend stalled. */
+bool txn_data_wanted(struct txn *t);
 void txn_data_end(struct txn *t);
 /* Final replies may now be written (the DATA cmd is at the head). */
 void txn_flush_replies(struct txn *t);

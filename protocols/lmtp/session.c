@@ -574,9 +574,17 @@ static bool read_input(struct session *sess)
     case IN_DATA_WAIT:
         return false;
     case IN_DATA:
+        if (!txn_data_wanted(sess->txn)) {
+            stream_pause(sess->s);
+            return false;
+        }
         stream_resume(sess->s);
         return read_data(sess);
     case IN_BDAT:
+        if (sess->txn != NULL && !txn_data_wanted(sess->txn)) {
+            stream_pause(sess->s);
+            return false;
+        }
         stream_resume(sess->s);
         return read_bdat(sess);
     }

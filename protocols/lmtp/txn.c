@@ -20,6 +20,15 @@
 #define PUMP_CHUNK (64 * 1024)
 #define PUMP_HIGH (256 * 1024)
 #define PUMP_LOW (64 * 1024)
+/* Flow control (body.h): the client is held while the body's memory window
+ * is full. Held this long at a stretch it waits for a stalled backend, and
+ * this long in all for one much slower than itself: the body is spooled and
+ * the client goes on (the transaction deadline then bounds the wait). */
+#define HOLD_STALL_MS 1000
+#define HOLD_TOTAL_MS 10000
+/* send_stuffed(): a clean run shorter than this means insertions are dense */
+#define STUFF_SHORT_RUN 256
+#define STUFF_DENSE_PIECE (4 * 1024)
 
 static void group_pump(void *ctx);
 static void txn_schedule_pump(struct txn *t);
@@ -673,6 +682,29 @@ static void on_bdat_chunk(void *ctx, const struct smtp_reply *reply)
     txn_kick(g->txn);
 }
 
+/* DATA: dot-stuff toward the backend. Runs that need no stuffing (nearly
+ * everything in real mail) go from the body straight into the backend's
+ * output; only around an insertion does the encoder copy. Where insertions
+ * are dense (short runs: many bare LFs or dot lines) a bigger piece is
+ * encoded at once, so no input costs more than encoding all of it. */
+static void send_stuffed(struct group *g, const char *p, size_t n, struct buf *enc)
+{
+    while (n > 0) {
+        size_t run = dot_encode_verbatim(&g->enc, p, n);
+        backend_write(g->b, p, run);
+        p += run;
+        n -= run;
+        if (n == 0)
+            break;
+        size_t piece = run >= STUFF_SHORT_RUN ? 1 : n < STUFF_DENSE_PIECE ? n : STUFF_DENSE_PIECE;
+        buf_reset(enc);
+        dot_encode(&g->enc, p, piece, enc);
+        backend_write(g->b, buf_ptr(enc), buf_used(enc));
+        p += piece;
+        n -= piece;
+    }
+}
+
 /* Send body bytes as they are: with CHUNKING a BDAT per chunk (the last one
  * says LAST when the client's data is complete), else dot-stuffed DATA. */
 static void send_body_bytes(struct group *g, const char *p, size_t n, struct buf *enc)
@@ -690,9 +722,15 @@ static void send_body_bytes(struct group *g, const char *p, size_t n, struct buf
             backend_expect(g->b, on_bdat_chunk, g);
         return;
     }
-    buf_reset(enc);
-    dot_encode(&g->enc, p, n, enc);
-    backend_write(g->b, buf_ptr(enc), buf_used(enc));
+    send_stuffed(g, p, n, enc);
+}
+
+/* The backend took enough: pump every group (this one and any other that
+ * waited for the memory it held), release, and let the client go on. */
+static void on_group_drained(void *ctx)
+{
+    struct group *g = ctx;
+    txn_schedule_pump(g->txn);
 }
 
 /* Move body bytes to the backend while its output queue has room. */
@@ -703,7 +741,7 @@ static void group_pump(void *ctx)
     struct buf enc = BUF_INIT;
     while (g->state == GROUP_STREAMING) {
         if (!g->maildir && backend_output_pending(g->b) >= PUMP_HIGH) {
-            backend_want_drain(g->b, PUMP_LOW, group_pump, g);
+            backend_want_drain(g->b, PUMP_LOW, on_group_drained, g);
             break;
         }
         const char *p;
@@ -842,11 +880,19 @@ static void add_received_header(struct txn *t)
     buf_free(&h);
 }
 
+/* The body spooled after holding the client: read it again. */
+static void on_hold_over(void *ctx)
+{
+    txn_kick(ctx);
+}
+
 static struct body *txn_body(struct txn *t)
 {
     if (t->body == NULL) {
-        const struct settings *set = txn_session(t)->env->set;
+        const struct proto_env *env = txn_session(t)->env;
+        const struct settings *set = env->set;
         t->body = body_new(set->lmtp_spool_threshold, set->mail_temp_dir);
+        body_set_hold(t->body, env->loop, HOLD_STALL_MS, HOLD_TOTAL_MS, on_hold_over, t);
         if (set->lmtp_add_received_header)
             add_received_header(t);
     }
@@ -926,6 +972,14 @@ void txn_data_append(struct txn *t, const char *data, size_t n)
     }
     if (t->data_accepted)
         txn_schedule_pump(t);
+}
+
+/* For the session, before it reads more of the client's data: false while
+ * the body waits for the backends (the session pauses the client; it is run
+ * again when they made room, or once the body spooled). */
+bool txn_data_wanted(struct txn *t)
+{
+    return t->body == NULL || t->too_big || t->body_failed || !body_hold(t->body);
 }
 
 void txn_data_end(struct txn *t)

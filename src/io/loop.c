@@ -8,7 +8,7 @@
 #include "log.h"
 #include "mem.h"
 
-#define SCRATCH_SIZE (64 * 1024)
+#define SCRATCH_SIZE (256 * 1024) /* one read; larger reads halve the syscalls of big bodies */
 
 struct loop *loop_of_uv(uv_loop_t *uv)
 {

@@ -48,6 +48,26 @@ static size_t ref_decode(const char *in, size_t n, struct buf *out, bool *done)
     return n;
 }
 
+/* The encoder's contract: a "." at a line start doubled, a CR before every
+ * bare LF (which then ends a line as well), a CRLF added when the message
+ * does not end in LF, then ".\r\n". */
+static void ref_encode(const char *in, size_t n, struct buf *out)
+{
+    bool line_start = true;
+
+    for (size_t i = 0; i < n; i++) {
+        if (line_start && in[i] == '.')
+            buf_append(out, ".", 1);
+        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
+            buf_append(out, "\r", 1);
+        buf_append(out, &in[i], 1);
+        line_start = in[i] == '\n';
+    }
+    if (n > 0 && in[n - 1] != '\n')
+        buf_append(out, "\r\n", 2);
+    buf_append(out, ".\r\n", 3);
+}
+
 /* --- drivers --- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -78,6 +98,17 @@ static size_t chunk_len(enum split mode, size_t pos, size_t left, size_t at)
     }
 }
 
+/* Each chunk goes to the codec in its own exact-size allocation: a codec
+ * that looks past its input reads neither the next chunk's bytes (which
+ * would hide the bug) nor valid memory (ASan reports it). */
+static char *chunk_copy(const char *p, size_t len)
+{
+    char *c = malloc(len > 0 ? len : 1);
+    if (len > 0)
+        memcpy(c, p, len);
+    return c;
+}
+
 /* Decode in chunks; stop feeding once done. Returns the bytes consumed. */
 static size_t decode_split(const char *in, size_t n, enum split mode, size_t at, struct buf *out,
                            bool *done)
@@ -88,7 +119,9 @@ static size_t decode_split(const char *in, size_t n, enum split mode, size_t at,
     *done = false;
     while (pos < n && !*done) {
         size_t len = chunk_len(mode, pos, n - pos, at);
-        size_t used = dot_decode(&d, in + pos, len, out, done);
+        char *chunk = chunk_copy(in + pos, len);
+        size_t used = dot_decode(&d, chunk, len, out, done);
+        free(chunk);
         CHECK(used == len || *done);
         pos += used;
         if (used < len)
@@ -105,7 +138,50 @@ static void encode_split(const char *in, size_t n, enum split mode, size_t at, s
     dot_encoder_init(&e);
     while (pos < n) {
         size_t len = chunk_len(mode, pos, n - pos, at);
-        dot_encode(&e, in + pos, len, out);
+        char *chunk = chunk_copy(in + pos, len);
+        dot_encode(&e, chunk, len, out);
+        free(chunk);
+        pos += len;
+    }
+    dot_encode_end(&e, out);
+}
+
+/* Encode as txn.c does: what dot_encode_verbatim() passes goes out as it
+ * is, then dot_encode() takes a few bytes (1 to 3) at the insertion. Every
+ * insertion point must really need one: encoding that byte alone gives 2. */
+static void encode_verbatim_split(const char *in, size_t n, enum split mode, size_t at,
+                                  struct buf *out)
+{
+    struct dot_encoder e;
+    size_t pos = 0;
+
+    dot_encoder_init(&e);
+    while (pos < n) {
+        size_t len = chunk_len(mode, pos, n - pos, at);
+        char *chunk = chunk_copy(in + pos, len);
+        const char *p = chunk;
+        size_t left = len;
+        while (left > 0) {
+            size_t run = dot_encode_verbatim(&e, p, left);
+            CHECK(run <= left);
+            buf_append(out, p, run);
+            p += run;
+            left -= run;
+            if (left == 0)
+                break;
+            struct dot_encoder probe = e;
+            struct buf one = BUF_INIT;
+            dot_encode(&probe, p, 1, &one);
+            CHECK_INT(buf_used(&one), 2);
+            buf_free(&one);
+            size_t piece = 1 + rng() % 3;
+            if (piece > left)
+                piece = left;
+            dot_encode(&e, p, piece, out);
+            p += piece;
+            left -= piece;
+        }
+        free(chunk);
         pos += len;
     }
     dot_encode_end(&e, out);
@@ -237,10 +313,13 @@ static void test_encode_cases(void)
         test_current = c->in;
         for (enum split mode = SPLIT_WHOLE; mode <= SPLIT_AT; mode++) {
             for (size_t at = 0; at <= (mode == SPLIT_AT ? n : 0); at++) {
-                struct buf out = BUF_INIT;
+                struct buf out = BUF_INIT, out2 = BUF_INIT;
                 encode_split(c->in, n, mode, at, &out);
                 CHECK(buf_is(&out, c->out, strlen(c->out)));
+                encode_verbatim_split(c->in, n, mode, at, &out2);
+                CHECK(buf_is(&out2, c->out, strlen(c->out)));
                 buf_free(&out);
+                buf_free(&out2);
             }
         }
     }
@@ -368,6 +447,133 @@ static void test_decode_random(void)
     }
 }
 
+/* The verbatim runs, exactly: how much of an input passes unchanged for a
+ * given encoder state. */
+struct verbatim_case {
+    bool at_line_start, after_cr;
+    const char *in;
+    size_t run;
+};
+
+static const struct verbatim_case verbatim_cases[] = {
+    {true, false, "", 0},
+    {true, false, "abc", 3},
+    {true, false, ".abc", 0},             /* a "." goes first */
+    {false, false, ".abc", 4},
+    {true, false, "ab\r\ncd\r\n", 8},
+    {true, false, "ab\r\n.cd", 4},        /* up to the LF: the dot is next */
+    {true, false, "ab\ncd", 2},            /* a CR goes before the LF */
+    {true, false, "\n", 0},
+    {false, true, "\nab", 3},              /* the CR came in the previous chunk */
+    {false, true, "\n.b", 1},
+    {false, false, "\n", 0},
+    {true, false, "ab\r\n", 4},           /* a "." in the next chunk is the next call's */
+    {true, false, "a\r\rb\n", 4},
+};
+
+static void test_verbatim_cases(void)
+{
+    for (size_t i = 0; i < sizeof(verbatim_cases) / sizeof(verbatim_cases[0]); i++) {
+        const struct verbatim_case *c = &verbatim_cases[i];
+        struct dot_encoder e = {c->at_line_start, c->after_cr};
+        test_current = c->in;
+        size_t run = dot_encode_verbatim(&e, c->in, strlen(c->in));
+        CHECK_INT(run, c->run);
+        if (run > 0) {
+            CHECK_INT(e.at_line_start, c->in[run - 1] == '\n');
+            CHECK_INT(e.after_cr, c->in[run - 1] == '\r');
+        } else {
+            CHECK_INT(e.at_line_start, c->at_line_start);
+            CHECK_INT(e.after_cr, c->after_cr);
+        }
+    }
+}
+
+/* The scans take 32 bytes at a time: a special sequence at every position
+ * of a longer message, and every split of it, gives what the byte-at-a-time
+ * references say, in both directions. */
+static void check_against_references(const char *msg, size_t n)
+{
+    struct buf want = BUF_INIT, stuffed = BUF_INIT, want_dec = BUF_INIT;
+    bool want_done;
+
+    ref_encode(msg, n, &want);
+    buf_append(&stuffed, msg, n);
+    buf_append_str(&stuffed, "\r\n.\r\nQUIT\r\n");
+    size_t want_used = ref_decode(buf_ptr(&stuffed), buf_used(&stuffed), &want_dec, &want_done);
+    for (enum split mode = SPLIT_WHOLE; mode <= SPLIT_AT; mode++) {
+        for (size_t at = 0; at <= (mode == SPLIT_AT ? n : 0); at++) {
+            struct buf enc = BUF_INIT, enc2 = BUF_INIT, dec = BUF_INIT;
+            encode_split(msg, n, mode, at, &enc);
+            CHECK(buf_is(&enc, buf_ptr(&want), buf_used(&want)));
+            encode_verbatim_split(msg, n, mode, at, &enc2);
+            CHECK(buf_is(&enc2, buf_ptr(&want), buf_used(&want)));
+            bool done;
+            size_t used = decode_split(buf_ptr(&stuffed), buf_used(&stuffed), mode, at, &dec,
+                                       &done);
+            CHECK_INT(used, want_used);
+            CHECK_INT(done, want_done);
+            CHECK(buf_is(&dec, buf_ptr(&want_dec), buf_used(&want_dec)));
+            buf_free(&enc);
+            buf_free(&enc2);
+            buf_free(&dec);
+        }
+    }
+    buf_free(&want);
+    buf_free(&stuffed);
+    buf_free(&want_dec);
+}
+
+static void test_scan_positions(void)
+{
+    static const char *const specials[] = {
+        "\r\n.", "\n.", "\n", "\r\n", ".\r\n", "\r\n.\r\n", "\r\n..", "\r", "\n\n.",
+    };
+    char msg[150];
+
+    for (size_t s = 0; s < sizeof(specials) / sizeof(specials[0]); s++) {
+        size_t len = strlen(specials[s]);
+        for (size_t pos = 0; pos + len <= 100; pos++) {
+            memset(msg, 'x', sizeof(msg));
+            /* ordinary CRLF lines around it, one of them across a 32-byte block */
+            memcpy(msg + 30, "\r\n", 2);
+            memcpy(msg + 120, "\r\n", 2);
+            memcpy(msg + pos, specials[s], len);
+            test_current = specials[s];
+            check_against_references(msg, sizeof(msg));
+        }
+    }
+}
+
+/* Long random messages with runs of ordinary text between the special
+ * bytes, so that the 32-byte scans meet them anywhere. */
+static void test_random_long_lines(void)
+{
+    char msg[400];
+
+    for (int i = 0; i < 300; i++) {
+        size_t n = rng() % sizeof(msg);
+        random_message(msg, n);
+        for (size_t k = 0; k < n; k++) {
+            if (rng() % 8 != 0)
+                msg[k] = 'a' + (char)(k % 26);
+        }
+        struct buf want = BUF_INIT;
+        ref_encode(msg, n, &want);
+        for (enum split mode = SPLIT_WHOLE; mode <= SPLIT_RANDOM; mode++) {
+            struct buf enc = BUF_INIT, enc2 = BUF_INIT;
+            encode_split(msg, n, mode, 0, &enc);
+            CHECK(buf_is(&enc, buf_ptr(&want), buf_used(&want)));
+            encode_verbatim_split(msg, n, mode, 0, &enc2);
+            CHECK(buf_is(&enc2, buf_ptr(&want), buf_used(&want)));
+            buf_free(&enc);
+            buf_free(&enc2);
+        }
+        buf_free(&want);
+        check_round_trip(msg, n);
+    }
+}
+
 int main(void)
 {
     RUN(test_decode_cases);
@@ -378,5 +584,8 @@ int main(void)
     RUN(test_round_trip_random);
     RUN(test_round_trip_large);
     RUN(test_decode_random);
+    RUN(test_verbatim_cases);
+    RUN(test_scan_positions);
+    RUN(test_random_long_lines);
     return test_done();
 }
