@@ -59,14 +59,26 @@ fuzz-smoke: fuzz
 	    || { tail -40 /tmp/mailroute-fuzz/$$name.log; exit 1; }; \
 	done
 
-# LMTP benchmark, direct vs Dovecot's proxy vs mailroute (bench/, docs/performance.md;
-# root, about 5 min). BENCH_REPS=5 for more repetitions, BENCH_QUICK=1 for a smoke
-# run, BENCH_ARGS="--keep --out FILE" and the like for bench/lmtp_bench.py.
-bench: test-deps
-	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD) -j$(JOBS) --target mailrouted
-	/usr/bin/python3 -B bench/lmtp_bench.py --mailrouted $(BUILD)/src/daemon/mailrouted \
-	  --reps $(or $(BENCH_REPS),3) $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+# Benchmarks (bench/README.md, docs/performance.md; as root): `make bench` runs the
+# LMTP one (direct vs Dovecot's proxy vs mailroute, about 5 min), then the IMAP one
+# (logins/s, CPU per login, memory per idle session, TLS handshakes; about 8 min);
+# `make bench-imap` runs the IMAP one alone. BENCH_REPS=5 for more repetitions,
+# BENCH_QUICK=1 for a smoke run; BENCH_ARGS="--keep --out FILE" and the like go to
+# bench/lmtp_bench.py, BENCH_IMAP_ARGS="--skip backend --idle 5000" to bench/imap_bench.py.
+.PHONY: bench-imap bench-build
+BENCH_RUN_ARGS = --mailrouted $(BUILD)/src/daemon/mailrouted --reps $(or $(BENCH_REPS),3) \
+	$(if $(BENCH_QUICK),--quick)
+
+bench: bench-build
+	/usr/bin/python3 -B bench/lmtp_bench.py $(BENCH_RUN_ARGS) $(BENCH_ARGS)
+	/usr/bin/python3 -B bench/imap_bench.py $(BENCH_RUN_ARGS) --tools $(BUILD)/bench $(BENCH_IMAP_ARGS)
+
+bench-imap: bench-build
+	/usr/bin/python3 -B bench/imap_bench.py $(BENCH_RUN_ARGS) --tools $(BUILD)/bench $(BENCH_IMAP_ARGS)
+
+bench-build: test-deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DMR_BENCH=ON >/dev/null
+	cmake --build $(BUILD) -j$(JOBS) --target mailrouted imap-load imap-mini
 
 # Markdown in docs/ -> HTML (build/docs/*.html) and man pages, with cmark.
 docs: deps
