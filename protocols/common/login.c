@@ -46,10 +46,8 @@ struct login_session {
     void (*timer_fn)(struct login_session *ls);
     enum passdb_result result;
     struct fields fields;
-    struct route_decision decision;
-    bool have_decision;
-    struct route_target local_target; /* imap_local & co. */
-    bool to_local;
+    struct login_route *route;     /* NULL until the passdb answered */
+    bool to_local;                 /* route->local_target, not the decision's */
     unsigned attempts;
     uint64_t deadline_ms;
     uint64_t start_ms;
@@ -64,6 +62,12 @@ struct login_session {
     bool userip_held;         /* counts towards mail_max_userip_connections */
     bool host_waiting;        /* counted as waiting in the backend health table */
     void *bstate_dead;
+};
+
+/* Only while logging in: a relayed session does not carry it. */
+struct login_route {
+    struct route_decision decision;
+    struct route_target local_target; /* imap_local & co. */
 };
 
 static void session_free(struct login_session *ls);
@@ -137,7 +141,10 @@ bool login_set_session_id(struct login_session *ls, const char *id)
 
 const struct route_target *login_target(const struct login_session *ls)
 {
-    return ls->to_local ? &ls->local_target : &ls->decision.target;
+    static const struct route_target none;
+    if (ls->route == NULL)
+        return &none;
+    return ls->to_local ? &ls->route->local_target : &ls->route->decision.target;
 }
 
 const char *login_user(const struct login_session *ls)
@@ -242,6 +249,14 @@ static void free_bstate(struct login_session *ls)
     ls->bstate = NULL;
 }
 
+static void route_free(struct login_session *ls)
+{
+    if (ls->route != NULL)
+        route_decision_free(&ls->route->decision);
+    free(ls->route);
+    ls->route = NULL;
+}
+
 static void wipe_free(char **secret)
 {
     if (*secret != NULL)
@@ -265,9 +280,7 @@ static void forget_attempt(struct login_session *ls)
     free_bstate(ls);
     stream_destroy(&ls->backend);
     fields_free(&ls->fields);
-    if (ls->have_decision)
-        route_decision_free(&ls->decision);
-    ls->have_decision = false;
+    route_free(ls);
     ls->to_local = false;
     wipe_free(&ls->password);
     wipe_free(&ls->sasl_response);
@@ -301,8 +314,8 @@ static void fail_temp(struct login_session *ls, const char *why)
 /* Refusals wait auth_failure_delay, so guessing is slow. */
 static void delayed_refusal(struct login_session *ls)
 {
-    bool nologin = ls->have_decision && ls->decision.refuse == ROUTE_REFUSE_NOLOGIN;
-    const char *reason = ls->have_decision ? ls->decision.reason : NULL;
+    bool nologin = ls->route != NULL && ls->route->decision.refuse == ROUTE_REFUSE_NOLOGIN;
+    const char *reason = ls->route != NULL ? ls->route->decision.reason : NULL;
     fail(ls, nologin ? LOGIN_FAIL_NOLOGIN : LOGIN_FAIL_AUTH, reason);
 }
 
@@ -312,7 +325,7 @@ static void refuse(struct login_session *ls)
     log_info("%s(%s): login of %s refused (%s)", ls->front->service, ls->id,
              log_sanitize(safe, sizeof(safe), ls->user), passdb_result_str(ls->result));
     bool nodelay = fields_has(&ls->fields, "nodelay");
-    bool nologin = ls->have_decision && ls->decision.refuse == ROUTE_REFUSE_NOLOGIN;
+    bool nologin = ls->route != NULL && ls->route->decision.refuse == ROUTE_REFUSE_NOLOGIN;
     if (!nologin && !ls->trusted)
         penalty_failed(&ls->client_addr, wall_now_ms());
     /* Only failures are delayed: a nologin answer needs the right password. */
@@ -340,6 +353,28 @@ static void on_relay_done(void *ctx, enum relay_end end, const struct relay_stat
     session_free(ls);
 }
 
+/* A relayed session may idle for days, thousands at a time: keep only what
+ * its end needs (user, addresses, the userip slot; DESIGN.md: no idle
+ * buffers). The front's parser, the passdb fields, the decision and the
+ * secrets go now. */
+static void shed_login_state(struct login_session *ls)
+{
+    if (ls->fstate != NULL && ls->front->free != NULL)
+        ls->front->free(ls->fstate);
+    ls->fstate = NULL;
+    timer_free(&ls->timer);
+    fields_free(&ls->fields);
+    fields_free(&ls->forward);
+    fields_free(&ls->client_id);
+    route_free(ls);
+    ls->to_local = false;
+    wipe_free(&ls->password);
+    wipe_free(&ls->sasl_response);
+    free(ls->mech);
+    free(ls->master);
+    ls->mech = ls->master = NULL;
+}
+
 void login_backend_accepted(struct login_session *ls, const char *reply)
 {
     char safe[256], ip[ADDR_STRLEN];
@@ -363,6 +398,7 @@ void login_backend_accepted(struct login_session *ls, const char *reply)
     ls->start_ms = loop_now_ms(ls->env->loop);
     struct stream *client = ls->client, *backend = ls->backend;
     ls->client = ls->backend = NULL;
+    shed_login_state(ls);
     ls->relay = relay_start(client, backend, on_relay_done, ls);
 }
 
@@ -589,10 +625,11 @@ static bool use_local_backend(struct login_session *ls)
     const char *spec = ls->env->set->imap_local;
     if (ls->front->proto != ROUTE_PROTO_IMAP || spec == NULL || spec[0] == '\0')
         return false;
-    memset(&ls->local_target, 0, sizeof(ls->local_target));
-    if (!addr_parse_ip_port(spec, &ls->local_target.ip) || ls->local_target.ip.port == 0)
+    struct route_target *local = &ls->route->local_target;
+    memset(local, 0, sizeof(*local));
+    if (!addr_parse_ip_port(spec, &local->ip) || local->ip.port == 0)
         return false;
-    ls->local_target.protocol = ROUTE_PROTO_IMAP;
+    local->protocol = ROUTE_PROTO_IMAP;
     ls->to_local = true;
     return true;
 }
@@ -601,7 +638,7 @@ static bool use_local_backend(struct login_session *ls)
 
 static void act(struct login_session *ls)
 {
-    const struct route_decision *d = &ls->decision;
+    const struct route_decision *d = &ls->route->decision;
     if (d->log_detail != NULL)
         log_info("%s(%s): %s", ls->front->service, ls->id, d->log_detail);
     switch (d->kind) {
@@ -645,7 +682,7 @@ static void act(struct login_session *ls)
 
 const struct route_decision *login_decision(const struct login_session *ls)
 {
-    return ls->have_decision ? &ls->decision : NULL;
+    return ls->route != NULL ? &ls->route->decision : NULL;
 }
 
 static void delay_over(struct login_session *ls)
@@ -670,11 +707,11 @@ static void decide(struct login_session *ls, const struct addr *ips, size_t n)
         .random = random_u64(),
         .delay_until_max_ms = ls->env->set->delay_until_max_ms,
     };
-    route_decide(&in, &ls->decision);
-    ls->have_decision = true;
+    ls->route = xcalloc(1, sizeof(*ls->route));
+    route_decide(&in, &ls->route->decision);
     uint64_t now = wall_now_ms();
-    if (ls->decision.delay_until_ms > now) {
-        timer_after(ls, ls->decision.delay_until_ms - now, delay_over);
+    if (ls->route->decision.delay_until_ms > now) {
+        timer_after(ls, ls->route->decision.delay_until_ms - now, delay_over);
         return;
     }
     act(ls);
