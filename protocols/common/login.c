@@ -619,17 +619,22 @@ static void start_proxy(struct login_session *ls)
     connect_backend(ls);
 }
 
-/* The protocol's local backend ("imap_local = HOST:PORT"). */
+/* The protocol's local backend ("imap_local = HOST:PORT", pop3_local,
+ * submission_local). */
 static bool use_local_backend(struct login_session *ls)
 {
-    const char *spec = ls->env->set->imap_local;
-    if (ls->front->proto != ROUTE_PROTO_IMAP || spec == NULL || spec[0] == '\0')
+    const struct settings *set = ls->env->set;
+    const char *spec = ls->front->proto == ROUTE_PROTO_IMAP   ? set->imap_local
+                       : ls->front->proto == ROUTE_PROTO_POP3 ? set->pop3_local
+                       : ls->front->proto == ROUTE_PROTO_SUBMISSION ? set->submission_local
+                                                                  : NULL;
+    if (spec == NULL || spec[0] == '\0')
         return false;
     struct route_target *local = &ls->route->local_target;
     memset(local, 0, sizeof(*local));
     if (!addr_parse_ip_port(spec, &local->ip) || local->ip.port == 0)
         return false;
-    local->protocol = ROUTE_PROTO_IMAP;
+    local->protocol = ls->front->proto;
     ls->to_local = true;
     return true;
 }

@@ -408,12 +408,24 @@ static void front_referral(struct login_session *ls, void *state, const struct r
     buf_free(&line);
 }
 
-/* The backend's "+OK ..." line goes to the client as it is. */
+/* The backend's "+OK ..." line goes to the client as it is; a login that a
+ * referral let go on locally says where the user should go instead. */
 static void front_logged_in(struct login_session *ls, void *state, const char *backend_reply)
 {
     struct pop3_front *f = state;
-    (void)ls;
-    reply_text(f, "", backend_reply);
+    const struct route_decision *d = login_decision(ls);
+    if (d == NULL || d->kind != ROUTE_REFERRAL) {
+        reply_text(f, "", backend_reply);
+        return;
+    }
+    struct buf line = BUF_INIT;
+    const char *user = d->target.destuser != NULL ? d->target.destuser : login_user(ls);
+    buf_append_str(&line, "+OK [REFERRAL/");
+    pop3_referral_target(&line, user, &d->target);
+    buf_append_str(&line, "] ");
+    reply_text(f, buf_ptr(&line),
+               d->reason != NULL ? d->reason : "Logged in, but you should use this server instead.");
+    buf_free(&line);
 }
 
 /* After STLS: a USER given in plaintext is forgotten (RFC 2595). */

@@ -478,12 +478,22 @@ static void front_referral(struct login_session *ls, void *state, const struct r
     buf_free(&target);
 }
 
-/* The backend's own "235 2.7.0 ..." line. */
+/* The backend's own "235 2.7.0 ..." line; a login that a referral let go
+ * on locally names, like the refusal's 550 5.2.900, where to go instead. */
 static void front_logged_in(struct login_session *ls, void *state, const char *backend_reply)
 {
     struct submission_front *f = state;
-    (void)ls;
-    reply(f, "%s", backend_reply);
+    const struct route_decision *d = login_decision(ls);
+    if (d == NULL || d->kind != ROUTE_REFERRAL) {
+        reply(f, "%s", backend_reply);
+        return;
+    }
+    struct buf target = BUF_INIT;
+    submission_referral_target(&target, login_user(ls), &d->target);
+    const char *reason =
+        d->reason != NULL ? d->reason : "Logged in, but you should use this server instead.";
+    reply(f, "235 2.7.0 %s %.*s", buf_ptr(&target), line_len(reason), reason);
+    buf_free(&target);
 }
 
 /* After STARTTLS the client starts over with EHLO (RFC 3207). */

@@ -108,6 +108,8 @@ struct settings {
     unsigned login_proxy_max_reconnects;  /* on connect failures, 1 s apart; 3 */
     char *login_greeting;
     char *imap_local;                     /* "HOST:PORT" of a local IMAP backend, "" = none */
+    char *pop3_local;                     /* the same for POP3 */
+    char *submission_local;               /* and for Submission */
     char *auth_mechanisms;                /* "plain login" (+ oauthbearer xoauth2) */
     unsigned auth_mechanisms_mask;        /* bit (1 << enum sasl_mech) per mechanism */
     bool imap_id_retain;                  /* pass the client's ID pairs to the backend */

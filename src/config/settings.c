@@ -45,7 +45,7 @@ _Static_assert(sizeof(enum tls_protocol) == sizeof(unsigned), "enum stored as un
 static setting_check_fn check_protocols, check_absolute_path, check_lmtp_local,
     apply_trusted_networks;
 static setting_check_fn check_optional_path, check_ssl_priority, apply_haproxy_networks;
-static setting_check_fn apply_auth_mechanisms;
+static setting_check_fn apply_auth_mechanisms, check_local_backend;
 
 static const char *const referrals_values[] = {"follow", "reject", NULL};
 /* In the order of enum tls_ssl_mode and enum tls_protocol. */
@@ -105,7 +105,9 @@ static const struct setting_def setting_defs[] = {
     S_MSECS(login_proxy_timeout, "30s"),
     S_UINT(login_proxy_max_reconnects, "3", 0, 100),
     S_STR(login_greeting, "mailroute ready.", NULL),
-    S_STR(imap_local, "", NULL),
+    S_STR(imap_local, "", check_local_backend),
+    S_STR(pop3_local, "", check_local_backend),
+    S_STR(submission_local, "", check_local_backend),
     S_STR(auth_mechanisms, "plain login", apply_auth_mechanisms),
     S_BOOL(imap_id_retain, "no"),
     S_STR(auth_master_user_separator, "", NULL),
@@ -170,6 +172,18 @@ static bool check_protocols(struct settings *set, const char *value, char *err, 
         }
     }
     return true;
+}
+
+/* imap_local & co.: "IP:PORT" (the login goes there as it is). */
+static bool check_local_backend(struct settings *set, const char *value, char *err,
+                                size_t errsize)
+{
+    struct addr a;
+    (void)set;
+    if (value[0] == '\0' || (addr_parse_ip_port(value, &a) && a.port != 0))
+        return true;
+    snprintf(err, errsize, "expected IP:PORT of a local backend");
+    return false;
 }
 
 /* In the order of enum sasl_mech (src/sasl/sasl.h): the mask bits match it. */

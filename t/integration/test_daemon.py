@@ -40,6 +40,9 @@ def test_valid_config_checks_ok(workdir):
     "no_such_setting = 1",
     "workers = lots",
     "no_such_section {\n}",
+    "imap_local = mail.example.com",
+    "auth_mechanisms = plain cram-md5",
+    "mail_max_userip_connections = -1",
 ])
 def test_config_error_names_file_and_line(workdir, broken_line):
     mailroute = new_mailroute(workdir)

@@ -568,3 +568,20 @@ def test_pipelined_commands_reach_the_backend(start_pop3, fake_pop3, addr):
     assert [client.line() for _ in range(4)] == ["+OK", "+OK Logged in.", "+OK 0 0",
                                                  "+OK bye"]
     assert client.at_eof()
+
+
+def test_referral_log_in_anyway_with_pop3_local(start_pop3, pop3_backend, addr):
+    """host without nologin and pop3_local set: logged in at the local
+    backend, and told where the account should be used from now on."""
+    cleo = addr("cleo")
+    pop3_backend.add_user(cleo, PASSWORD)
+    mailroute = start_pop3({cleo: "nopassword host=mail2.example.com hostip=192.0.2.10 "
+                                  "port=1110"},
+                           extra=f"pop3_local = 127.0.0.1:{pop3_backend.port}\n")
+    client = RawPop3(mailroute.pop3_port)
+    assert client.cmd(f"USER {cleo}") == "+OK"
+    assert client.cmd(f"PASS {PASSWORD}") == (
+        f"+OK [REFERRAL/{cleo}@mail2.example.com:1110] "
+        "Logged in, but you should use this server instead.")
+    assert client.cmd("STAT").startswith("+OK 0 0")
+    assert client.cmd("QUIT").startswith("+OK")

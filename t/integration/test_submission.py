@@ -624,3 +624,18 @@ def test_backend_auth_replies(start_router, scripted, addr, caps, auth_reply, ex
     assert login_raw(c, user, "pw") == expected
     assert c.cmd("NOOP") == "250 2.0.0 OK"
     c.close()
+
+
+def test_referral_log_in_anyway_with_submission_local(start_router, dovecot, addr):
+    """host without nologin and submission_local set: the login goes on at
+    the local backend, and the 235 names where the account should go."""
+    user = addr("otto")
+    dovecot.set_users({user: "pw"})
+    router = start_router({user: ("pw", "host=mx.example.com port=2587")},
+                          extra_config=f"submission_local = 127.0.0.1:{dovecot.port}")
+    c = RawSmtp(router.submission_port)
+    assert login_raw(c, user, "pw") == (
+        f"235 2.7.0 {user}@mx.example.com:2587 Logged in, but you should use this server "
+        "instead.")
+    assert c.cmd("NOOP").startswith("250")
+    c.close()
