@@ -18,22 +18,16 @@ and the build's bench/imap-load and bench/imap-mini. Everything runs on
 its PID at the end. What the figures mean: bench/README.md.
 """
 
-import argparse
-import json
 import os
-import resource
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from benchlib import imap, machine, procs, report  # noqa: E402
+from benchlib import driver, imap, machine, procs, report, servers  # noqa: E402
+from benchlib.driver import log  # noqa: E402
+from benchlib.servers import PASSWORD  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI_USERS = ("m%d", 1000)      # proxied to imap-mini
 BACKEND_USERS = ("d%d", 100)    # proxied to the real Dovecot backend
 KIB = 1024
@@ -71,55 +65,38 @@ OPTIONAL = ("backend", "tls")
 TARGET_LABELS = {"direct": "direct", "dovecot": "Dovecot", "mailroute": "mailroute"}
 
 
-def log(text):
-    print(text, file=sys.stderr, flush=True)
-
-
 # --- the servers --------------------------------------------------------------------
 
-class Lab:
+class Lab(driver.Lab):
     """The backends, the proxies and the load tools of one run."""
 
     def __init__(self, root, binary, tools, pin, key_type, want_backend):
-        self.root = root
+        super().__init__(root)
+        os.makedirs(os.path.join(root, "load"))
         self.tools = tools
+        self.binary = binary
         self.proxy_cpus, self.load_cpus = machine.cpu_plan(pin)
-        self.key_type = key_type
         self.passwd = os.path.join(root, "users")
+        self.cert = servers.Certificate(os.path.join(root, "tls"), key_type)
         self.mini = imap.Mini(os.path.join(root, "mini"), os.path.join(tools, "imap-mini"),
                               self.load_cpus)
         self.backend = (imap.DovecotImapBackend(os.path.join(root, "dovecot-backend"),
                                                 *BACKEND_USERS, self.load_cpus)
                         if want_backend else None)
-        self.cert = None
-        self.binary = binary
-        self.dovecot = None
-        self.mailroute = None
-
-    def servers(self):
-        return [s for s in (self.mini, self.backend, self.dovecot, self.mailroute)
-                if s is not None]
+        self.dovecot = imap.DovecotImapProxy(os.path.join(root, "dovecot"), self.passwd,
+                                             self.cert, self.proxy_cpus)
+        self.mailroute = imap.MailrouteImap(os.path.join(root, "mailroute"), binary,
+                                            self.passwd, self.cert, 2, self.proxy_cpus)
+        self.servers = [s for s in (self.mini, self.backend, self.dovecot, self.mailroute)
+                        if s is not None]
 
     def start(self):
-        self.cert = imap.make_cert(os.path.join(self.root, "tls"), self.key_type)
-        groups = [(*MINI_USERS, self.mini.port)]
+        self.cert.generate()
+        users = imap.numbered(*MINI_USERS, self.mini.port)
         if self.backend:
-            groups.append((*BACKEND_USERS, self.backend.port))
-        imap.write_passwd_file(self.passwd, groups)
-        self.dovecot = imap.DovecotImapProxy(os.path.join(self.root, "dovecot"), self.passwd,
-                                             self.cert, self.proxy_cpus)
-        self.mailroute = imap.MailrouteImap(os.path.join(self.root, "mailroute"), self.binary,
-                                            self.passwd, self.cert, 2, self.proxy_cpus)
-        for server in self.servers():
-            server.start()
-
-    def started(self):
-        return [s for s in self.servers() if s.proc is not None]
-
-    def stop(self):
-        for server in reversed(self.started()):
-            status = server.stop()
-            log(f"stopped {server.name} (pid {server.proc.pid}, exit {status})")
+            users += imap.numbered(*BACKEND_USERS, self.backend.port)
+        servers.write_passwd_file(self.passwd, users)
+        super().start()
 
     def proxy(self, target):
         return {"dovecot": self.dovecot, "mailroute": self.mailroute}.get(target)
@@ -129,16 +106,6 @@ class Lab:
             return self.backend.port if scenario.key == "backend" else self.mini.port
         proxy = self.proxy(target)
         return proxy.tls_port if scenario.tls else proxy.port
-
-    def pgids(self):
-        return [s.proc.pid for s in self.started()]
-
-    def check_alive(self):
-        for server in self.started():
-            if not server.proc.alive():
-                raise RuntimeError(f"{server.name} died (exit {server.proc.popen.poll()}); "
-                                   f"its files are in {server.dir}\n"
-                                   f"{server.proc.output_tail()}")
 
     def load(self, mode, port, **options):
         return imap.load_argv(os.path.join(self.tools, "imap-load"), mode, port,
@@ -152,13 +119,12 @@ def cpu_reading(lab, scenario):
     "dovecot" with all its processes, "dovecot-login" its imap-login ones
     alone), imap-mini ("mini", only in the rows it serves), and the load
     generators this process has reaped ("client")."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    names = imap.group_cpu_by_name(lab.dovecot.pid)
+    names = procs.group_cpu_by_name(lab.dovecot.pid)
     return {"mailroute": procs.cpu_seconds(lab.mailroute.pid),
             "dovecot": procs.group_cpu_seconds(lab.dovecot.pid),
             "dovecot-login": names.get("imap-login", 0.0),
             "mini": procs.cpu_seconds(lab.mini.pid) if scenario.key == "logins" else None,
-            "client": children.ru_utime + children.ru_stime}
+            "client": procs.children_cpu_seconds()}
 
 
 def cpu_per_thousand(before, after, target, logins):
@@ -183,7 +149,7 @@ def measure_rate(lab, scenario, target, duration, tag):
     out = os.path.join(lab.root, "load", f"{scenario.key}-{target}-{tag}.out")
     argv = lab.load(scenario.mode, lab.port(scenario, target), concurrency=scenario.concurrency,
                     duration=duration, user=scenario.users[0], users=scenario.users[1],
-                    password=imap.PASSWORD, tls=scenario.tls)
+                    password=PASSWORD, tls=scenario.tls)
     with open(out, "w") as f:
         f.write(" ".join(str(a) for a in argv) + "\n")
     before_cpu = cpu_reading(lab, scenario)
@@ -205,17 +171,6 @@ def measure_rate(lab, scenario, target, duration, tag):
     return sample
 
 
-def measure_rate_undisturbed(lab, scenario, target, duration, tag, patience):
-    machine.wait_for_quiet(lab.pgids(), patience)
-    one = measure_rate(lab, scenario, target, duration, tag)
-    if one is None or not one["disturbed"] or patience.retries_left <= 0:
-        return one
-    patience.retries_left -= 1
-    log(f"  {scenario.key} {target}: other load {one['other_cpu']:.1f} CPU-s, once more")
-    machine.wait_for_quiet(lab.pgids(), patience)
-    return measure_rate(lab, scenario, target, duration, tag + "-again")
-
-
 # --- idle sessions ----------------------------------------------------------------------
 
 def measure_idle(lab, target, sessions, tag):
@@ -227,13 +182,13 @@ def measure_idle(lab, target, sessions, tag):
     out = os.path.join(lab.root, "load", f"idle-{target}-{sessions}-{tag}")
     # Warm-up: every code path of a login once, pools and caches filled.
     warm = lab.load("login", proxy.port, concurrency=10, duration=1, user=MINI_USERS[0],
-                    users=MINI_USERS[1], password=imap.PASSWORD)
+                    users=MINI_USERS[1], password=PASSWORD)
     procs.run_bounded(warm, 60, out + "-warmup.out")
     time.sleep(IDLE_SETTLE)
     before = imap.pss_kib(proxy.pid)
     argv = lab.load("idle", proxy.port, concurrency=IDLE_RAMP_CONCURRENCY,
                     duration=IDLE_RAMP_TIMEOUT, sessions=sessions, hold=600,
-                    user=MINI_USERS[0], users=MINI_USERS[1], password=imap.PASSWORD)
+                    user=MINI_USERS[0], users=MINI_USERS[1], password=PASSWORD)
     idle = imap.IdleLoad(argv, out + ".out")
     ramp = None
     try:
@@ -281,24 +236,23 @@ def warm_up(lab, scenarios):
                                    f"see {lab.root}/load")
 
 
-def rotated(items, shift):
-    shift %= len(items)
-    return list(items[shift:]) + list(items[:shift])
-
-
 def run_all(lab, args, scenarios, sizes, results):
     samples = args.reps * (sum(len(s.targets) for s in scenarios) + 2 * len(sizes))
     patience = machine.Patience(samples)
     for rep in range(args.reps):
         for scenario in scenarios:
             duration = scenario.quick_duration if args.quick else scenario.duration
-            for target in rotated(scenario.targets, rep):
-                one = measure_rate_undisturbed(lab, scenario, target, duration, f"r{rep}",
-                                               patience)
+            for target in driver.rotated(scenario.targets, rep):
+                # A rate sample when the machine is quiet; once more if others
+                # loaded it meanwhile.
+                one = driver.when_quiet(
+                    lab, patience, f"{scenario.key} {target}",
+                    lambda again: measure_rate(lab, scenario, target, duration,
+                                               f"r{rep}-again" if again else f"r{rep}"))
                 results.add(scenario.key, target, one)
                 log(rate_progress(rep, args.reps, scenario, target, one))
         for sessions in sizes:
-            for target in rotated(("dovecot", "mailroute"), rep):
+            for target in driver.rotated(("dovecot", "mailroute"), rep):
                 one = measure_idle(lab, target, sessions, f"r{rep}")
                 results.add(f"idle{sessions}", target, one)
                 log(idle_progress(rep, args.reps, sessions, target, one))
@@ -329,17 +283,6 @@ def idle_progress(rep, reps, sessions, target, one):
 
 # --- the report -------------------------------------------------------------------------
 
-def rate_cell(results, key, target):
-    text = report.cell(results.values(key, target, "rate"))
-    failed = results.failures(key, target)
-    errors = sum(results.values(key, target, "errors"))
-    if failed:
-        text += f" ({failed} failed)"
-    if errors:
-        text += f" ({errors} errors)"
-    return text
-
-
 def latency_cell(results, key, target):
     values = [s["login_ms"] or s["cycle_ms"] for s in
               results.samples.get(key, {}).get(target, []) if s is not None]
@@ -360,8 +303,9 @@ def rates_table(results, scenarios):
         direct = "direct" in s.targets
         rows.append([
             s.title, s.unit,
-            rate_cell(results, s.key, "direct") if direct else "—",
-            rate_cell(results, s.key, "dovecot"), rate_cell(results, s.key, "mailroute"),
+            report.rate_cell(results, s.key, "direct") if direct else "—",
+            report.rate_cell(results, s.key, "dovecot"),
+            report.rate_cell(results, s.key, "mailroute"),
             report.ratio_cell(results.ratios(s.key, "mailroute", "direct")) if direct else "—",
             report.ratio_cell(results.ratios(s.key, "mailroute", "dovecot")),
             report.cell(results.values(s.key, "mailroute", "cpu_per"), fmt=fmt_cpu,
@@ -417,41 +361,29 @@ def failed_cell(results, key):
     return ", ".join(parts)
 
 
-def ratio_target(title, key, minimum):
-    def measure_it(results):
-        ratios = results.ratios(key, "mailroute", "dovecot")
-        if not ratios:
-            return None, None
-        value = report.median(ratios)
-        return value, f"{value:.2f}x (min {min(ratios):.2f}x)"
-    return report.Target(title, measure_it, lambda v: v >= minimum)
-
-
 def cpu_target(title, key, maximum):
-    def measure_it(results):
-        values = results.values(key, "mailroute", "cpu_per")
-        if not values:
-            return None, None
-        value = report.median(values)
-        return value, f"{value:.3f} s (max {max(values):.3f} s)"
-    return report.Target(title, measure_it, lambda v: v <= maximum)
+    return report.median_target(
+        title, key, lambda results: results.values(key, "mailroute", "cpu_per"),
+        lambda value, values: f"{value:.3f} s (max {max(values):.3f} s)",
+        lambda v: v <= maximum)
 
 
 def idle_target(title, sizes, maximum_kib):
-    def measure_it(results):
+    def kib_per_session(results):
         if not sizes:
-            return None, None
-        values = results.values(f"idle{max(sizes)}", "mailroute", "bytes_per")
-        if not values:
-            return None, None
-        value = report.median(values) / KIB
-        return value, f"{value:.2f} KiB at {max(sizes):,} sessions (max {max(values) / KIB:.2f})"
-    return report.Target(title, measure_it, lambda v: v <= maximum_kib)
+            return []
+        return [v / KIB for v in results.values(f"idle{max(sizes)}", "mailroute", "bytes_per")]
+    return report.median_target(
+        title, None, kib_per_session,
+        lambda value, values: f"{value:.2f} KiB at {max(sizes):,} sessions "
+                              f"(max {max(values):.2f})",
+        lambda v: v <= maximum_kib)
 
 
 def targets_table(results, sizes):
     targets = [
-        ratio_target("IMAP logins/s (minimal backend): ≥ 1.7x Dovecot", "logins", 1.7),
+        report.ratio_target("IMAP logins/s (minimal backend): ≥ 1.7x Dovecot", "logins",
+                            "mailroute", "dovecot", 1.7),
         cpu_target("mailroute CPU: ≤ 0.11 s per 1,000 logins", "logins", 0.11),
         idle_target("idle logged-in session: ≤ 4 KiB in mailroute", sizes, 4),
     ]
@@ -466,28 +398,16 @@ def machine_text(lab, args, elapsed, note):
         pinning = "not pinned: imap-load, the backends and the proxies share all CPUs"
     lines = [
         machine.machine_line(), f"- {pinning}",
-        f"- mailrouted: {lab.binary} ({machine.build_type(lab.binary)}), workers = 2",
+        machine.mailrouted_line(lab.binary) + ", workers = 2",
         f"- Dovecot {machine.command_output(['dovecot', '--version'])}: imap-login with "
         f"service_count = 0, process_min_avail = {lab.dovecot.processes}, "
         f"client_limit = {lab.dovecot.clients}",
         f"- TLS: {args.key} certificate, imap-load (GnuTLS) makes a full handshake per "
         f"connection",
-        f"- {args.reps} repetition(s){' (quick mode)' if args.quick else ''}, {elapsed:.0f} s "
-        f"in all; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+        machine.run_line(args.reps, args.quick, elapsed)]
     if note:
         lines.append(f"- {note}")
     return "\n".join(lines)
-
-
-def noise_text(results):
-    samples = [s for per_target in results.samples.values() for runs in per_target.values()
-               for s in runs if s is not None and "other_cpu" in s]
-    disturbed = [s for s in samples if s["disturbed"]]
-    other = sum(s["other_cpu"] for s in samples)
-    busy = sum(s["seconds"] for s in samples)
-    return (f"- other load on the machine while the rate samples ran: {other:.1f} CPU-s in "
-            f"{busy:.0f} s; {len(disturbed)} of {len(samples)} samples had more than "
-            f"{machine.DISTURBED_CPU_SHARE:.2f} CPU busy outside the benchmark")
 
 
 def budget_table(results):
@@ -530,34 +450,23 @@ def full_report(lab, args, scenarios, sizes, note, results, elapsed):
         "Where each login's CPU goes, medians (imap-load's from the run's reaped-children "
         "time): what all the CPUs could do if the three processes had them to themselves.",
         budget_table(results), targets_table(results, sizes),
-        machine_text(lab, args, elapsed, note) + "\n" + noise_text(results) + "\n"
-        + log_check_text(lab)]) + "\n"
+        machine_text(lab, args, elapsed, note) + "\n"
+        + machine.noise_line(results, "rate samples") + "\n" + log_check_text(lab)]) + "\n"
 
 
 # --- main -------------------------------------------------------------------------------
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_build = os.path.join(REPO_ROOT, "build")
-    parser.add_argument("--mailrouted", default=os.path.join(default_build, "src", "daemon",
-                                                              "mailrouted"))
+    parser = driver.argument_parser(
+        __doc__, quick_help="3 s runs, 500 and 1,000 idle sessions: a smoke run",
+        pin_help="proxies and load on separate CPUs (auto: with 4 CPUs or more)")
     parser.add_argument("--tools", help="where imap-load and imap-mini are (default: bench/ "
                         "of the build tree mailrouted is in)")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 s runs, 500 and 1,000 idle sessions: a smoke run")
     parser.add_argument("--idle", help="idle session counts (default 5000,10000)")
     parser.add_argument("--skip", default="", help=f"leave out scenarios: {','.join(OPTIONAL)}")
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa",
                         help="the TLS certificate's key: ECDSA P-256 (default) or RSA 2048")
-    parser.add_argument("--pin", choices=("auto", "yes", "no"), default="auto",
-                        help="proxies and load on separate CPUs (auto: with 4 CPUs or more)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
-    parser.add_argument("--out", help="also write the Markdown report to this file")
-    parser.add_argument("--json", help="write every sample to this file")
-    args = parser.parse_args()
-    if not 1 <= args.reps <= 50:
-        parser.error("--reps must be between 1 and 50")
+    args = driver.parse_args(parser)
     args.skip = {s for s in args.skip.split(",") if s}
     if args.skip - set(OPTIONAL):
         parser.error(f"--skip takes {', '.join(OPTIONAL)}")
@@ -578,60 +487,30 @@ def parse_args():
 
 def check_prerequisites(args):
     problems = []
-    if os.geteuid() != 0:
-        problems.append("run as root: Dovecot drops privileges, its smaps need root")
-    for tool in ("dovecot", "certtool"):
-        if shutil.which(tool) is None:
-            problems.append(f"{tool} not found (packages dovecot-core dovecot-imapd, gnutls-bin)")
     if not os.path.exists("/usr/lib/dovecot/imap-login"):
         problems.append("Dovecot's imap-login not found (package dovecot-imapd)")
-    for binary in (args.mailrouted, os.path.join(args.tools, "imap-load"),
-                   os.path.join(args.tools, "imap-mini")):
-        if not os.access(binary, os.X_OK):
-            problems.append(f"{binary} not built (make bench-imap builds it)")
-        elif machine.is_sanitized(binary):
-            problems.append(f"{binary} is a sanitizer build: its figures mean nothing")
-    if problems:
-        raise SystemExit("imap_bench: " + "\n  ".join(problems))
+    driver.check_prerequisites(
+        "imap_bench", "Dovecot drops privileges, its smaps need root", ("dovecot", "certtool"),
+        "dovecot-core dovecot-imapd, gnutls-bin",
+        [args.mailrouted] + [os.path.join(args.tools, tool) for tool in ("imap-load", "imap-mini")],
+        "bench-imap", problems)
 
 
 def main():
     args = parse_args()
     check_prerequisites(args)
-    # SIGTERM (e.g. from make being stopped) unwinds through the finally below.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     scenarios = [s for s in SCENARIOS if s.key not in args.skip]
     sizes, note = idle_sizes(args)
-    root = tempfile.mkdtemp(prefix="mrbench-imap-", dir="/tmp")
-    os.chmod(root, 0o755)
-    os.makedirs(os.path.join(root, "load"))
-    lab = Lab(root, args.mailrouted, args.tools, args.pin, args.key, "backend" not in args.skip)
-    results = report.Results()
-    started = time.monotonic()
-    text = None
-    try:
-        lab.start()
+
+    def measure_all(lab, results, started):
         warm_up(lab, scenarios)
         run_all(lab, args, scenarios, sizes, results)
-        text = full_report(lab, args, scenarios, sizes, note, results,
+        return full_report(lab, args, scenarios, sizes, note, results,
                            time.monotonic() - started)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-        log(f"imap_bench: {error}")
-    finally:
-        lab.stop()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results.to_json(), f, indent=1)
-        if args.keep or text is None:  # after a failure, the logs tell why
-            log(f"logs and configs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if text is None:
-        sys.exit(1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    driver.run("imap_bench", args, "mrbench-imap-",
+               lambda root: Lab(root, args.mailrouted, args.tools, args.pin, args.key,
+                                "backend" not in args.skip),
+               measure_all)
 
 
 if __name__ == "__main__":

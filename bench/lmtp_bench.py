@@ -19,23 +19,17 @@ at the end. How to read the figures: docs/performance.md. Not the place for
 correctness tests: t/integration checks what arrives where.
 """
 
-import argparse
 import json
 import os
-import platform
-import resource
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from benchlib import procs, report, servers, sql, tls  # noqa: E402
+from benchlib import driver, lmtp, machine, procs, report, servers, sql, tls  # noqa: E402
+from benchlib.driver import log  # noqa: E402
+from benchlib.report import ratio_target  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENDER = "sender@bench.test"
 # smtp-source -r N sends to BASE, 2BASE, ... NBASE (it prefixes a number).
 ONE = "one@bench.test"      # every recipient on sink A
@@ -48,18 +42,6 @@ RCPT_PREFIXES = ("", "2", "3", "4", "5")
 SQL_USERS = 10000
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-# A sample is "disturbed" when processes outside the benchmark kept this
-# much of a CPU busy on average while it ran (the machines are shared).
-DISTURBED_CPU_SHARE = 0.25
-# Before a sample, wait up to QUIET_WAIT s (looking QUIET_PROBE s at a time)
-# for such load to go away, as long as the run's QUIET_BUDGET s last; a
-# disturbed sample is run once more, as long as RETRY_SHARE of the samples
-# allow. All bounded: a busy machine gives a slower run with flagged samples,
-# never an endless one.
-QUIET_PROBE = 0.25
-QUIET_WAIT = 5.0
-QUIET_BUDGET = 60.0
-RETRY_SHARE = 0.15
 
 
 @dataclass
@@ -127,24 +109,20 @@ SQL_TARGETS = ("dovecot-sql", "mailroute-sql", "dovecot-sqlcache", "mailroute-sq
 TLS_TARGETS = ("dovecot-tls", "mailroute-tls")
 
 
-def log(text):
-    print(text, file=sys.stderr, flush=True)
-
-
 # --- the servers --------------------------------------------------------------
 
-class Lab:
+class Lab(driver.Lab):
     """The sinks, routers and database of one benchmark run, and the CPUs they
     run on. Only what the chosen scenarios use is started."""
 
     def __init__(self, root, binary, pin, scenarios, dovecot_sql=True):
-        self.root = root
-        self.router_cpus, self.load_cpus = cpu_plan(pin)
+        super().__init__(root)
+        self.router_cpus, self.load_cpus = machine.cpu_plan(pin)
         wanted = {target for scenario in scenarios for target in scenario.targets}
         if not dovecot_sql:
             wanted -= {"dovecot-sql", "dovecot-sqlcache"}
-        self.sink_a = servers.Sink(os.path.join(root, "sink-a"), "sink-a", self.load_cpus)
-        self.sink_b = servers.Sink(os.path.join(root, "sink-b"), "sink-b", self.load_cpus)
+        self.sink_a = lmtp.Sink(os.path.join(root, "sink-a"), "sink-a", self.load_cpus)
+        self.sink_b = lmtp.Sink(os.path.join(root, "sink-b"), "sink-b", self.load_cpus)
         self.passwd = os.path.join(root, "users")
         self.database = None
         self.certificate = None
@@ -161,11 +139,11 @@ class Lab:
 
     def _add_passwd_routers(self, wanted, binary):
         if "dovecot" in wanted:
-            self._add_router("dovecot", servers.DovecotProxy(
+            self._add_router("dovecot", lmtp.DovecotProxy(
                 os.path.join(self.root, "dovecot"), self.passwd, self.router_cpus))
         for target, workers in (("mailroute", 2), ("mailroute-1w", 1)):
             if target in wanted:
-                self._add_router(target, servers.Mailroute(
+                self._add_router(target, lmtp.Mailroute(
                     os.path.join(self.root, f"mailroute-{workers}w"), binary, self.passwd,
                     workers, self.router_cpus))
 
@@ -177,31 +155,22 @@ class Lab:
         self.servers.append(self.database)
         args = os.path.join(self.root, "dovecot-sql.conf.ext")
         for target in SQL_TARGETS:
-            if target not in wanted:
-                continue
-            workdir = os.path.join(self.root, target)
-            cache = target.endswith("cache")
-            if target.startswith("dovecot"):
-                self._add_router(target, sql.SqlDovecot(workdir, args, cache, self.router_cpus))
-            else:
-                self._add_router(target, sql.SqlMailroute(workdir, binary, args, cache,
-                                                          self.router_cpus))
+            if target in wanted:
+                self._add_router(target, sql.router(target, os.path.join(self.root, target),
+                                                    binary, args, self.router_cpus))
 
     def _add_tls_routers(self, wanted, binary):
         if not wanted & set(TLS_TARGETS):
             return
-        self.certificate = tls.Certificate(os.path.join(self.root, "tls"))
-        if "dovecot-tls" in wanted:
-            self._add_router("dovecot-tls", tls.TlsDovecot(
-                os.path.join(self.root, "dovecot-tls"), self.passwd, self.certificate,
-                self.router_cpus))
-        if "mailroute-tls" in wanted:
-            self._add_router("mailroute-tls", tls.TlsMailroute(
-                os.path.join(self.root, "mailroute-tls"), binary, self.passwd,
-                self.certificate, self.router_cpus))
+        self.certificate = servers.Certificate(os.path.join(self.root, "tls"))
+        for target in TLS_TARGETS:
+            if target in wanted:
+                self._add_router(target, tls.router(target, os.path.join(self.root, target),
+                                                    binary, self.passwd, self.certificate,
+                                                    self.router_cpus))
 
     def start(self):
-        servers.write_passwd_file(self.passwd, self.routes())
+        servers.write_passwd_file(self.passwd, self.routes().items())
         if self.certificate:
             self.certificate.generate()
         for server in self.servers:
@@ -211,21 +180,11 @@ class Lab:
                 server.load_users(SQL_USERS, self.sink_a.port)
                 server.write_args_file(os.path.join(self.root, "dovecot-sql.conf.ext"))
 
-    def started(self):
-        """The servers with a process (also one that failed to come up)."""
-        return [server for server in self.servers if server.proc is not None]
-
     def routes(self):
         routes = {prefix + ONE: self.sink_a.port for prefix in RCPT_PREFIXES}
         for i, prefix in enumerate(RCPT_PREFIXES):
             routes[prefix + SPLIT] = self.sink_a.port if i % 2 == 0 else self.sink_b.port
         return routes
-
-    def stop(self):
-        for server in reversed(self.started()):
-            # MariaDB's clean shutdown may take longer than a router's.
-            status = server.proc.stop(timeout=30 if server is self.database else 10)
-            log(f"stopped {server.proc.name} (pid {server.proc.pid}, exit {status})")
 
     def has(self, target):
         return target == "direct" or target in self.routers
@@ -238,7 +197,7 @@ class Lab:
         return self.sink_a.port if target == "direct" else self.routers[target].port
 
     def router_pid(self, target):
-        return None if target == "direct" else self.routers[target].proc.pid
+        return None if target == "direct" else self.routers[target].pid
 
     def router_cpu(self, target):
         """CPU seconds used so far by the router a target goes through."""
@@ -263,32 +222,6 @@ class Lab:
         """(target, server) of the mailrouted instances that route mail."""
         return [(target, server) for target, server in self.routers.items()
                 if target.startswith("mailroute") and target not in TLS_TARGETS]
-
-    def pgids(self):
-        """The process groups of the lab's servers (each started with setsid)."""
-        return [server.proc.pid for server in self.started()]
-
-    def check_alive(self):
-        for server in self.started():
-            if not server.proc.alive():
-                raise RuntimeError(f"{server.proc.name} died (exit {server.proc.popen.poll()}); "
-                                   f"its files are in {server.dir}\n{server.proc.output_tail()}")
-
-
-def cpu_plan(pin):
-    """(CPUs for the routers, CPUs for smtp-source and the sinks), or Nones when
-    they share the machine's CPUs. Apart means routers on the first two CPUs,
-    like the 2-core machine of issue 6, and the load on the others."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "no" or shutil.which("taskset") is None:
-        return None, None
-    if len(cpus) < 4:
-        if pin == "yes":
-            raise SystemExit(f"--pin yes needs at least 4 CPUs, this machine has {len(cpus)}")
-        return None, None
-    routers = ",".join(str(c) for c in cpus[:2])
-    load = ",".join(str(c) for c in cpus[2:])
-    return routers, load
 
 
 # --- load and measurement ------------------------------------------------------
@@ -359,19 +292,14 @@ def measure_tls(lab, scenario, target, count):
     return one
 
 
-def children_cpu_seconds():
-    """CPU of this process's reaped children (the load generators) so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def snapshot(lab, target, before):
     """The counters a sample is the difference of. MariaDB's query counter is
     read with the mariadb client: first before the run and last after it, so
     that neither its CPU nor MariaDB's for it is in the sample."""
     queries = {"queries": lab.database_queries(target)} if before else {}
     readings = {"router": lab.router_cpu(target), "database": lab.database_cpu(target),
-                "load": children_cpu_seconds(), "other": procs.foreign_cpu_seconds(lab.pgids())}
+                "load": procs.children_cpu_seconds(),
+                "other": procs.foreign_cpu_seconds(lab.pgids())}
     if not before:
         queries = {"queries": lab.database_queries(target)}
     return {**queries, **readings}
@@ -393,7 +321,7 @@ def sample(scenario, messages, elapsed, before, after, rss_kib):
         result["cpu_per"] = delta["router"] / work
     if delta["database"] is not None:
         result["database_cpu_per"] = delta["database"] / work
-    result["disturbed"] = result["other_cpu"] > DISTURBED_CPU_SHARE * elapsed
+    result["disturbed"] = machine.disturbed(result["other_cpu"], elapsed)
     return result
 
 
@@ -429,56 +357,20 @@ def warm_up(lab, scenarios, quick):
                 raise RuntimeError(f"warm-up through {target} failed; see {lab.root}/load.log")
 
 
-def rotated(items, shift):
-    shift %= len(items)
-    return list(items[shift:]) + list(items[:shift])
-
-
-class Patience:
-    """What is left of the run's budgets for waiting out other load."""
-
-    def __init__(self, samples):
-        self.wait_left = QUIET_BUDGET
-        self.retries_left = max(2, int(samples * RETRY_SHARE))
-
-
-def wait_for_quiet(lab, patience):
-    """Wait (bounded) until processes outside the benchmark leave the CPUs alone."""
-    deadline = time.monotonic() + min(QUIET_WAIT, patience.wait_left)
-    started = time.monotonic()
-    while time.monotonic() < deadline:
-        before = procs.foreign_cpu_seconds(lab.pgids())
-        time.sleep(QUIET_PROBE)
-        others = procs.foreign_cpu_seconds(lab.pgids()) - before
-        if others < DISTURBED_CPU_SHARE * QUIET_PROBE:
-            break
-    patience.wait_left -= time.monotonic() - started
-
-
 def run_all(lab, scenarios, reps, quick, results):
     samples = reps * sum(len(lab.targets(scenario)) for scenario in scenarios)
-    patience = Patience(samples)
+    patience = machine.Patience(samples)
     for rep in range(reps):
         for scenario in scenarios:
             messages = scenario.quick_messages if quick else scenario.messages
             # A different target goes first in each repetition.
-            for target in rotated(lab.targets(scenario), rep):
-                one = measure_undisturbed(lab, scenario, target, messages, patience)
+            for target in driver.rotated(lab.targets(scenario), rep):
+                # measure() when the machine is quiet; once more if others
+                # loaded it meanwhile.
+                one = driver.when_quiet(lab, patience, f"{scenario.key} {target}",
+                                        lambda again: measure(lab, scenario, target, messages))
                 results.add(scenario.key, target, one)
                 log(progress_line(rep, reps, scenario, target, one))
-
-
-def measure_undisturbed(lab, scenario, target, messages, patience):
-    """measure() when the machine is quiet; once more if others loaded it meanwhile."""
-    wait_for_quiet(lab, patience)
-    one = measure(lab, scenario, target, messages)
-    if one is None or not one["disturbed"] or patience.retries_left <= 0:
-        return one
-    patience.retries_left -= 1
-    log(f"  {scenario.key} {target}: other load {one['other_cpu']:.1f} CPU-s "
-        f"in {one['seconds']:.1f} s, once more")
-    wait_for_quiet(lab, patience)
-    return measure(lab, scenario, target, messages)
 
 
 def progress_line(rep, reps, scenario, target, one):
@@ -520,8 +412,9 @@ def main_table(results, scenarios, sql_users):
             rss = results.values(key, mailroute, "rss_kib")
             rows.append([
                 title, scenario.unit,
-                rate_cell(results, key, direct) if direct else "—",
-                rate_cell(results, key, dovecot), rate_cell(results, key, mailroute),
+                report.rate_cell(results, key, direct) if direct else "—",
+                report.rate_cell(results, key, dovecot),
+                report.rate_cell(results, key, mailroute),
                 report.ratio_cell(results.ratios(key, mailroute, direct)) if direct else "—",
                 report.ratio_cell(results.ratios(key, mailroute, dovecot)),
                 report.cell(results.values(key, mailroute, "cpu_per"),
@@ -547,7 +440,7 @@ def detail_table(results, scenarios, lab):
             if scenario.resume and resumed:
                 tls_text += f", {report.median(resumed):.0%} resumed"
             rows.append([scenario.title, TARGET_LABELS[target],
-                         rate_cell(results, key, target) + " " + scenario.unit,
+                         report.rate_cell(results, key, target) + " " + scenario.unit,
                          report.cell(results.values(key, target, "cpu_per"), suffix=unit),
                          report.cell(results.values(key, target, "database_cpu_per"),
                                      suffix=unit),
@@ -557,35 +450,17 @@ def detail_table(results, scenarios, lab):
     return report.table(header, rows) if rows else None
 
 
-def rate_cell(results, scenario, target):
-    text = report.cell(results.values(scenario, target, "rate"))
-    failed = results.failures(scenario, target)
-    return text + (f" ({failed} failed)" if failed else "")
-
-
 def workers_table(results):
     header = ["1 rcpt, sessions reused", "direct", "mailroute workers=1",
               "mailroute workers=2", "2 workers / 1 worker", "workers=1 CPU",
               "workers=2 CPU"]
-    row = ["msg/s", rate_cell(results, "workers", "direct"),
-           rate_cell(results, "workers", "mailroute-1w"),
-           rate_cell(results, "workers", "mailroute"),
+    row = ["msg/s", report.rate_cell(results, "workers", "direct"),
+           report.rate_cell(results, "workers", "mailroute-1w"),
+           report.rate_cell(results, "workers", "mailroute"),
            report.ratio_cell(results.ratios("workers", "mailroute", "mailroute-1w")),
            report.cell(results.values("workers", "mailroute-1w", "cpu_per"), suffix=" s/10k"),
            report.cell(results.values("workers", "mailroute", "cpu_per"), suffix=" s/10k")]
     return report.table(header, [row])
-
-
-def ratio_target(title, scenario, target, baseline, minimum):
-    def measure_it(results):
-        ratios = results.ratios(scenario, target, baseline)
-        if not ratios:
-            return None, None
-        value = report.median(ratios)
-        return value, f"{value:.2f}x (min {min(ratios):.2f}x)"
-    goal = report.Target(title, measure_it, lambda v: v >= minimum)
-    goal.scenario = scenario  # judged only when the scenario ran
-    return goal
 
 
 def rss_target(title, scenario, limit_mib):
@@ -594,9 +469,7 @@ def rss_target(title, scenario, limit_mib):
         if not rss:
             return None, None
         return max(rss) / 1024, f"{max(rss) / 1024:.1f} MiB (max of {len(rss)} runs)"
-    goal = report.Target(title, measure_it, lambda v: v < limit_mib)
-    goal.scenario = scenario
-    return goal
+    return report.Target(title, measure_it, lambda v: v < limit_mib, scenario)
 
 
 TARGETS = [
@@ -611,7 +484,6 @@ TARGETS = [
 
 
 def machine_text(lab, binary, reps, quick, elapsed, notes):
-    cpus = len(os.sched_getaffinity(0))
     routers = "routers and MariaDB" if lab.database else "routers"
     if lab.router_cpus:
         pinning = (f"{routers} pinned to CPUs {lab.router_cpus}, load generators "
@@ -620,62 +492,12 @@ def machine_text(lab, binary, reps, quick, elapsed, notes):
         pinning = f"not pinned: load generators, sinks and {routers} share all CPUs"
     lines = [f"- {note}" for note in notes]
     if lab.database:
-        lines.append(f"- {command_output(['/usr/sbin/mariadbd', '--version'])}")
+        lines.append(f"- {machine.command_output(['/usr/sbin/mariadbd', '--version'])}")
     return "\n".join([
-        f"- machine: {cpus} CPUs ({cpu_model()}), kernel {platform.release()}, "
-        f"{memory_gib():.0f} GiB",
-        f"- {pinning}",
-        f"- mailrouted: {binary} ({build_type(binary)})",
-        f"- Dovecot {command_output(['dovecot', '--version'])}, Postfix "
-        f"{command_output(['postconf', '-dh', 'mail_version'])} (smtp-source, smtp-sink)",
-        f"- {reps} repetition(s){' (quick mode)' if quick else ''}, {elapsed:.0f} s in all; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"] + lines)
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
-def memory_gib():
-    with open("/proc/meminfo") as f:
-        return int(f.readline().split()[1]) / (1024 * 1024)
-
-
-def command_output(argv):
-    try:
-        return subprocess.run(argv, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
-def build_type(binary):
-    """CMAKE_BUILD_TYPE of the build tree the binary is in, if it is one."""
-    path = os.path.dirname(os.path.abspath(binary))
-    for _ in range(4):
-        cache = os.path.join(path, "CMakeCache.txt")
-        if os.path.exists(cache):
-            with open(cache) as f:
-                for line in f:
-                    if line.startswith("CMAKE_BUILD_TYPE:"):
-                        return line.split("=", 1)[1].strip() or "no build type"
-        path = os.path.dirname(path)
-    return "build type unknown"
-
-
-def noise_text(results):
-    samples = [s for per_target in results.samples.values() for runs in per_target.values()
-               for s in runs if s is not None]
-    disturbed = [s for s in samples if s["disturbed"]]
-    other = sum(s["other_cpu"] for s in samples)
-    busy = sum(s["seconds"] for s in samples)
-    return (f"- other load on the machine while the samples ran: {other:.1f} CPU-s in "
-            f"{busy:.0f} s; {len(disturbed)} of {len(samples)} samples had more than "
-            f"{DISTURBED_CPU_SHARE:.2f} CPU busy outside the benchmark")
+        machine.machine_line(), f"- {pinning}", machine.mailrouted_line(binary),
+        f"- Dovecot {machine.command_output(['dovecot', '--version'])}, Postfix "
+        f"{machine.command_output(['postconf', '-dh', 'mail_version'])} (smtp-source, smtp-sink)",
+        machine.run_line(reps, quick, elapsed)] + lines)
 
 
 def log_check_text(lab):
@@ -710,32 +532,22 @@ def full_report(lab, scenarios, results, binary, reps, quick, elapsed, notes):
         parts.append(report.table(["target", "measured (median of per-repetition ratios)", ""],
                                   goals))
     parts.append(machine_text(lab, binary, reps, quick, elapsed, notes) + "\n"
-                 + noise_text(results) + "\n" + log_check_text(lab))
+                 + machine.noise_line(results) + "\n" + log_check_text(lab))
     return "\n\n".join(parts) + "\n"
 
 
 # --- main -----------------------------------------------------------------------
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mailrouted", default=os.path.join(REPO_ROOT, "build", "src",
-                                                              "daemon", "mailrouted"))
-    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="one fifth of the messages (a smoke run, not a measurement)")
-    parser.add_argument("--pin", choices=("auto", "yes", "no"), default="auto",
-                        help="routers and load on separate CPUs (auto: with 4 CPUs or more)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
-    parser.add_argument("--out", help="also write the Markdown report to this file")
-    parser.add_argument("--json", help="write every sample to this file")
+    parser = driver.argument_parser(
+        __doc__, quick_help="one fifth of the messages (a smoke run, not a measurement)",
+        pin_help="routers and load on separate CPUs (auto: with 4 CPUs or more)")
     keys = ", ".join(scenario.key for scenario in SCENARIOS)
     parser.add_argument("--only", metavar="SCENARIOS",
                         help=f"run only these, comma-separated: {keys}; a name also "
                              "selects the scenarios it starts with NAME- (tls: tls-full "
                              "and tls-resume). Default: all")
-    args = parser.parse_args()
-    if not 1 <= args.reps <= 50:
-        parser.error("--reps must be between 1 and 50")
+    args = driver.parse_args(parser)
     try:
         args.scenarios = chosen_scenarios(args.only)
     except ValueError as error:
@@ -783,61 +595,24 @@ def check_optional_tools(scenarios, explicit):
     return kept, notes, dovecot_sql
 
 
-def check_prerequisites(binary):
-    problems = []
-    if os.geteuid() != 0:
-        problems.append("run as root: smtp-sink and Dovecot drop privileges")
-    for tool in ("smtp-source", "smtp-sink", "dovecot"):
-        if shutil.which(tool) is None:
-            problems.append(f"{tool} not found (packages postfix, dovecot-core, dovecot-lmtpd)")
-    if not os.access(binary, os.X_OK):
-        problems.append(f"{binary} not built (make bench builds it)")
-    else:
-        with open(binary, "rb") as f:
-            if b"__asan_init" in f.read():
-                problems.append(f"{binary} is a sanitizer build: its figures mean nothing")
-    if problems:
-        raise SystemExit("lmtp_bench: " + "\n  ".join(problems))
-
-
 def main():
     args = parse_args()
     binary = os.path.abspath(args.mailrouted)
-    check_prerequisites(binary)
+    driver.check_prerequisites(
+        "lmtp_bench", "smtp-sink and Dovecot drop privileges",
+        ("smtp-source", "smtp-sink", "dovecot"), "postfix, dovecot-core, dovecot-lmtpd",
+        [binary], "bench")
     scenarios, notes, dovecot_sql = check_optional_tools(args.scenarios, args.only is not None)
     if not scenarios:
         raise SystemExit("lmtp_bench: no scenario left to run")
-    # SIGTERM (e.g. from make being stopped) unwinds through the finally below.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    root = tempfile.mkdtemp(prefix="mrbench-", dir="/tmp")
-    os.chmod(root, 0o755)
-    lab = Lab(root, binary, args.pin, scenarios, dovecot_sql)
-    results = report.Results()
-    started = time.monotonic()
-    text = None
-    try:
-        lab.start()
+
+    def measure_all(lab, results, started):
         warm_up(lab, scenarios, args.quick)
         run_all(lab, scenarios, args.reps, args.quick, results)
-        text = full_report(lab, scenarios, results, binary, args.reps, args.quick,
+        return full_report(lab, scenarios, results, binary, args.reps, args.quick,
                            time.monotonic() - started, notes)
-    except RuntimeError as error:
-        log(f"lmtp_bench: {error}")
-    finally:
-        lab.stop()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results.to_json(), f, indent=1)
-        if args.keep or text is None:  # after a failure, the logs tell why
-            log(f"logs and configs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if text is None:
-        sys.exit(1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    driver.run("lmtp_bench", args, "mrbench-",
+               lambda root: Lab(root, binary, args.pin, scenarios, dovecot_sql), measure_all)
 
 
 if __name__ == "__main__":

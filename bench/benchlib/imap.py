@@ -6,124 +6,30 @@
 - DovecotImapProxy: Dovecot 2.3 as the IMAP login proxy mailroute is compared
   with (imap-login in high-performance mode, service_count = 0);
 - MailrouteImap: mailrouted with an IMAP and an IMAPS listener;
-- make_cert: a self-signed certificate both proxies serve;
-- run_load / IdleLoad: bench/imap-load runs, one JSON line each;
+- load_argv / IdleLoad: bench/imap-load runs, one JSON line each;
 - pss_kib: the proportional set size of a process group.
 
-The proxies read the same passwd-file (write_passwd_file): the same users,
-the same {PLAIN} password check, the same `proxy host= port=` fields. Every
-process runs in its own session and is stopped by its PID (procs.Proc).
+The proxies read the same passwd-file (servers.write_passwd_file of
+numbered() users): the same users, the same {PLAIN} password check, the same
+`proxy host= port=` fields; they serve the same servers.Certificate. Every
+process runs in its own session and is stopped by its PID (servers.Server).
 """
 
-import grp
 import json
 import os
-import pwd
 import select
 import signal
 import subprocess
 import time
 
-from .procs import Proc, free_port, group_members, pinned, port_open, wait_until
-
-START_TIMEOUT = 15
-PASSWORD = "x"
+from .procs import free_port, group_members, pinned
+from .servers import DovecotServer, MailrouteServer, Server, write_passwd_file
 
 
-def write_passwd_file(path, groups):
-    """groups: [(pattern with %d, count, backend port)]: PATTERN0 .. PATTERN<count-1>
-    with password PASSWORD, proxied to 127.0.0.1:port."""
-    with open(path, "w") as f:
-        for pattern, count, port in groups:
-            for i in range(count):
-                f.write(f"{pattern.replace('%d', str(i))}:{{PLAIN}}{PASSWORD}::::::"
-                        f"proxy host=127.0.0.1 port={port}\n")
-    os.chmod(path, 0o644)
-
-
-def write_backend_users(path, pattern, count):
-    """A Dovecot backend's own passwd-file: the same users and password."""
-    with open(path, "w") as f:
-        for i in range(count):
-            f.write(f"{pattern.replace('%d', str(i))}:{{PLAIN}}{PASSWORD}::::::\n")
-    os.chmod(path, 0o644)
-
-
-def make_cert(directory, key_type="ecdsa"):
-    """A self-signed server certificate for 127.0.0.1 (certtool, GnuTLS);
-    key_type ecdsa (P-256) or rsa (2048 bits). Returns (cert path, key path)."""
-    os.makedirs(directory, exist_ok=True)
-    key = os.path.join(directory, f"server-{key_type}.key")
-    cert = os.path.join(directory, f"server-{key_type}.pem")
-    template = os.path.join(directory, "server.tmpl")
-    with open(template, "w") as f:
-        f.write('cn = "router.bench"\nip_address = "127.0.0.1"\ntls_www_server\n'
-                'signing_key\nencryption_key\nexpiration_days = 30\n')
-    keyargs = ["--key-type", "ecdsa", "--curve", "secp256r1"] if key_type == "ecdsa" else \
-        ["--key-type", "rsa", "--bits", "2048"]
-    subprocess.run(["certtool", "--generate-privkey", *keyargs, "--outfile", key],
-                   check=True, capture_output=True, timeout=60)
-    subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key,
-                    "--template", template, "--outfile", cert],
-                   check=True, capture_output=True, timeout=60)
-    os.chmod(key, 0o644)  # Dovecot's config process reads it; a throw-away key
-    return cert, key
-
-
-def _wait_listening(proc, ports, what):
-    wait_until(lambda: all(port_open(p) for p in ports) or not proc.alive(), START_TIMEOUT,
-               f"{what} to listen on 127.0.0.1:{ports}")
-    if not proc.alive():
-        raise RuntimeError(f"{what} exited at start:\n{proc.output_tail()}")
-
-
-def _prepare_dovecot_dir(workdir):
-    os.makedirs(os.path.join(workdir, "home"), exist_ok=True)
-    os.chmod(workdir, 0o755)  # Dovecot's unprivileged users traverse it
-    os.chown(os.path.join(workdir, "home"), pwd.getpwnam("nobody").pw_uid,
-             grp.getgrnam("nogroup").gr_gid)
-
-
-class Server:
-    """A server process in workdir, restartable on the same ports."""
-
-    name = "server"
-
-    def __init__(self, workdir, cpus=None):
-        self.dir = workdir
-        self.cpus = cpus
-        self.proc = None
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def ports(self):
-        raise NotImplementedError
-
-    def argv(self):
-        raise NotImplementedError
-
-    def prepare(self):
-        os.makedirs(self.dir, exist_ok=True)
-
-    def start(self):
-        self.prepare()
-        self.proc = Proc(self.name, pinned(self.argv(), self.cpus),
-                         os.path.join(self.dir, f"{self.name}.out"), cwd=self.dir).start()
-        _wait_listening(self.proc, self.ports(), self.name)
-        return self
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        return self.proc.stop()
-
-    def restart(self):
-        self.stop()
-        # The old processes must be gone before the ports are bound again.
-        wait_until(lambda: not group_members(self.proc.pid), 10, f"{self.name} to exit")
-        return self.start()
+def numbered(pattern, count, port=None):
+    """passwd-file users PATTERN0 .. PATTERN<count-1> (pattern with %d),
+    proxied to 127.0.0.1:port if a port is given."""
+    return [(pattern.replace("%d", str(i)), port) for i in range(count)]
 
 
 class Mini(Server):
@@ -132,72 +38,55 @@ class Mini(Server):
     def __init__(self, workdir, binary, cpus=None):
         super().__init__(workdir, cpus)
         self.binary = binary
-        self.port = free_port()
-
-    def ports(self):
-        return [self.port]
 
     def argv(self):
         return [self.binary, "-p", self.port]
 
 
-DOVECOT_BACKEND_CONFIG = """\
-# A real Dovecot IMAP backend: passwd-file users, Maildir as nobody.
-instance_name = {name}
-base_dir = {dir}/run
-state_dir = {dir}/state
-log_path = {dir}/dovecot.log
+# What both Dovecot IMAP instances have besides their own settings: logins
+# with a plaintext password from loopback, plain IMAP on {port}, imap-login
+# in high-performance mode (one process serves many clients). Dovecot merges
+# this imap-login section with the instance's own.
+DOVECOT_IMAP = """\
 protocols = imap
-listen = 127.0.0.1
-ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
 login_trusted_networks = 127.0.0.0/8
-mail_location = maildir:~/Maildir
-mail_max_userip_connections = 1000
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {users}
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home={dir}/home/%u
-}}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
     port = {port}
   }}
-  inet_listener imaps {{
-    port = 0
-  }}
   service_count = 0
-  process_min_avail = 2
 }}
 """
 
+DOVECOT_BACKEND_CONFIG = """\
+# A real Dovecot IMAP backend: passwd-file users, Maildir as nobody.
+ssl = no
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 1000
+service imap-login {{
+  inet_listener imaps {{
+    port = 0
+  }}
+  process_min_avail = 2
+}}
+""" + DOVECOT_IMAP
 
-class DovecotImapBackend(Server):
+
+class DovecotImapBackend(DovecotServer):
     name = "dovecot-backend"
+    template = DOVECOT_BACKEND_CONFIG
 
     def __init__(self, workdir, pattern, count, cpus=None):
-        super().__init__(workdir, cpus)
+        super().__init__(workdir, os.path.join(workdir, "users"), cpus)
         self.pattern, self.count = pattern, count
-        self.port = free_port()
-
-    def ports(self):
-        return [self.port]
 
     def prepare(self):
-        _prepare_dovecot_dir(self.dir)
-        users = os.path.join(self.dir, "users")
-        write_backend_users(users, self.pattern, self.count)
-        with open(os.path.join(self.dir, "dovecot.conf"), "w") as f:
-            f.write(DOVECOT_BACKEND_CONFIG.format(name=f"mrbench-be{os.getpid()}", dir=self.dir,
-                                                  port=self.port, users=users))
-
-    def argv(self):
-        return ["dovecot", "-F", "-c", os.path.join(self.dir, "dovecot.conf")]
+        os.makedirs(self.dir, exist_ok=True)
+        write_passwd_file(self.passwd_path, numbered(self.pattern, self.count))
+        super().prepare()
 
 
 DOVECOT_PROXY_CONFIG = """\
@@ -205,88 +94,60 @@ DOVECOT_PROXY_CONFIG = """\
 # in high-performance mode (service_count = 0: one process serves many
 # clients, about one per CPU), room for {clients} clients per process so
 # that 10,000 idle sessions fit; built-in defaults otherwise.
-instance_name = {name}
-base_dir = {dir}/run
-state_dir = {dir}/state
-log_path = {dir}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
-disable_plaintext_auth = no
-auth_mechanisms = plain
-login_trusted_networks = 127.0.0.0/8
-passdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home={dir}/home/%u
-}}
 service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
   inet_listener imaps {{
     address = 127.0.0.1
     port = {tls_port}
     ssl = yes
   }}
-  service_count = 0
   process_min_avail = {processes}
   process_limit = {process_limit}
   client_limit = {clients}
   vsz_limit = 1G
 }}
-"""
+""" + DOVECOT_IMAP
 
 
-class DovecotImapProxy(Server):
-    name = "dovecot"
+class Proxy:
+    """What both proxies have besides a servers.ConfiguredServer's (a mixin):
+    the certificate (servers.Certificate) and an implicit-TLS port."""
 
-    def __init__(self, workdir, passwd_path, cert, cpus=None, processes=2, clients=6000):
-        super().__init__(workdir, cpus)
-        self.passwd_path = passwd_path
-        self.cert = cert
-        self.processes, self.clients = processes, clients
-        self.port, self.tls_port = free_port(), free_port()
+    def __init__(self, *args, certificate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.certificate = certificate
+        self.tls_port = free_port()
 
     def ports(self):
         return [self.port, self.tls_port]
 
-    def prepare(self):
-        _prepare_dovecot_dir(self.dir)
-        with open(os.path.join(self.dir, "dovecot.conf"), "w") as f:
-            f.write(DOVECOT_PROXY_CONFIG.format(
-                name=f"mrbench-px{os.getpid()}", dir=self.dir, port=self.port,
-                tls_port=self.tls_port, passwd=self.passwd_path, cert=self.cert[0],
-                key=self.cert[1], processes=self.processes,
-                process_limit=max(4, 2 * self.processes), clients=self.clients))
+    def config_values(self):
+        return {**super().config_values(), "tls_port": self.tls_port,
+                "cert": self.certificate.cert, "key": self.certificate.key}
 
-    def argv(self):
-        return ["dovecot", "-F", "-c", os.path.join(self.dir, "dovecot.conf")]
+
+class DovecotImapProxy(Proxy, DovecotServer):
+    name = "dovecot"
+    template = DOVECOT_PROXY_CONFIG
+
+    def __init__(self, workdir, passwd_path, certificate, cpus=None, processes=2, clients=6000):
+        super().__init__(workdir, passwd_path, cpus, certificate=certificate)
+        self.processes, self.clients = processes, clients
+
+    def config_values(self):
+        return {**super().config_values(), "processes": self.processes,
+                "process_limit": max(4, 2 * self.processes), "clients": self.clients}
 
 
 MAILROUTE_CONFIG = """\
 # mailrouted under benchmark: the IMAP login proxy only.
 protocols = imap
-listen = 127.0.0.1
-hostname = router.bench
-base_dir = {dir}/run
-workers = {workers}
-log_path = {dir}/mailroute.log
-login_trusted_networks = 127.0.0.0/8
 disable_plaintext_auth = no
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
-passdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
 service imap {{
   inet_listener imap {{
     port = {port}
@@ -299,43 +160,21 @@ service imap {{
 """
 
 
-class MailrouteImap(Server):
+class MailrouteImap(Proxy, MailrouteServer):
     name = "mailroute"
+    template = MAILROUTE_CONFIG
 
-    def __init__(self, workdir, binary, passwd_path, cert, workers=2, cpus=None):
-        super().__init__(workdir, cpus)
-        self.binary = binary
-        self.passwd_path = passwd_path
-        self.cert = cert
-        self.workers = workers
-        self.port, self.tls_port = free_port(), free_port()
-
-    @property
-    def log_path(self):
-        return os.path.join(self.dir, "mailroute.log")
-
-    def ports(self):
-        return [self.port, self.tls_port]
-
-    def prepare(self):
-        os.makedirs(os.path.join(self.dir, "run"), exist_ok=True)
-        with open(os.path.join(self.dir, "mailroute.conf"), "w") as f:
-            f.write(MAILROUTE_CONFIG.format(dir=self.dir, workers=self.workers, port=self.port,
-                                            tls_port=self.tls_port, passwd=self.passwd_path,
-                                            cert=self.cert[0], key=self.cert[1]))
-
-    def argv(self):
-        return [self.binary, "-c", os.path.join(self.dir, "mailroute.conf")]
+    def __init__(self, workdir, binary, passwd_path, certificate, workers=2, cpus=None):
+        super().__init__(workdir, binary, passwd_path, workers, cpus, certificate=certificate)
 
     def login_lines(self):
         """(logins proxied, logins refused or failed) in its log so far."""
         proxied = failed = 0
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if " proxied to " in line:
-                    proxied += 1
-                elif "login of " in line:
-                    failed += 1
+        for line in self.log_lines():
+            if " proxied to " in line:
+                proxied += 1
+            elif "login of " in line:
+                failed += 1
         return proxied, failed
 
 
@@ -355,23 +194,6 @@ def pss_kib(pgid):
         except OSError:
             continue  # exited in between
     return total
-
-
-def group_cpu_by_name(pgid):
-    """{command name: utime+stime seconds} over a process group's live members
-    (a Dovecot instance: imap-login, auth, log, ...)."""
-    clk = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in group_members(pgid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / clk
-    return out
 
 
 # --- imap-load ----------------------------------------------------------------------

@@ -1,9 +1,6 @@
-"""What a benchmark report says about the machine, and how it copes with a
-shared one: CPU pinning, the build type of the binary, waiting (bounded) for
-other load to pass and flagging samples it disturbed.
-
-Written for bench/imap_bench.py; the same logic lives in lmtp_bench.py,
-which could use this module instead.
+"""What a benchmark report says about the machine, and how both benchmarks
+cope with a shared one: CPU pinning, the build type of the binary, waiting
+(bounded) for other load to pass and flagging samples it disturbed.
 """
 
 import os
@@ -89,6 +86,15 @@ def machine_line():
             f"{memory_gib():.0f} GiB")
 
 
+def mailrouted_line(binary):
+    return f"- mailrouted: {binary} ({build_type(binary)})"
+
+
+def run_line(reps, quick, elapsed):
+    return (f"- {reps} repetition(s){' (quick mode)' if quick else ''}, {elapsed:.0f} s in all; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
 def nofile_limit():
     """The hard limit of open files per process (every process started here)."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -117,3 +123,16 @@ def wait_for_quiet(pgids, patience):
 
 def disturbed(other_cpu, seconds):
     return other_cpu > DISTURBED_CPU_SHARE * seconds
+
+
+def noise_line(results, which="samples"):
+    """How much others loaded the machine while the samples (those with an
+    other_cpu reading) ran, and how many of them they disturbed."""
+    samples = [s for per_target in results.samples.values() for runs in per_target.values()
+               for s in runs if s is not None and "other_cpu" in s]
+    disturbed_ones = [s for s in samples if s["disturbed"]]
+    other = sum(s["other_cpu"] for s in samples)
+    busy = sum(s["seconds"] for s in samples)
+    return (f"- other load on the machine while the {which} ran: {other:.1f} CPU-s in "
+            f"{busy:.0f} s; {len(disturbed_ones)} of {len(samples)} samples had more than "
+            f"{DISTURBED_CPU_SHARE:.2f} CPU busy outside the benchmark")

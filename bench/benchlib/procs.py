@@ -9,6 +9,7 @@ see servers.py for smtp-sink, Dovecot and mailrouted.
 
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -160,6 +161,22 @@ def group_members(pgid):
     return members
 
 
+def group_cpu_by_name(pgid):
+    """{command name: utime+stime seconds} over a process group's live members
+    (a Dovecot instance: imap-login, auth, log, ...); reaped children not counted."""
+    out = {}
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def group_cpu_seconds(pgid):
     """CPU of a process group: each live member's utime+stime plus the
     cutime+cstime of children it reaped (a Dovecot master reaps its services,
@@ -172,6 +189,12 @@ def group_cpu_seconds(pgid):
             continue
         total += sum(int(v) for v in fields[11:15])
     return total / CLK_TCK
+
+
+def children_cpu_seconds():
+    """utime + stime of this process's reaped children (the load generators) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _status_kib(pid, key):

@@ -38,6 +38,18 @@ def ratio_cell(values):
     return cell(values, fmt=lambda v: f"{v:.2f}", suffix="x")
 
 
+def rate_cell(results, scenario, target):
+    """The rate cell, with the failed runs and the errors the load reported."""
+    text = cell(results.values(scenario, target, "rate"))
+    failed = results.failures(scenario, target)
+    errors = sum(results.values(scenario, target, "errors"))
+    if failed:
+        text += f" ({failed} failed)"
+    if errors:
+        text += f" ({errors} errors)"
+    return text
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
@@ -73,15 +85,37 @@ class Results:
 
 
 class Target:
-    """One goal of issue 6: `measure(results)` gives (value, text)."""
+    """One goal of issue 6: `measure(results)` gives (value, text); judged
+    only when its scenario ran, if it names one."""
 
-    def __init__(self, title, measure, passes):
+    def __init__(self, title, measure, passes, scenario=None):
         self.title = title
         self.measure = measure
         self.passes = passes
+        self.scenario = scenario
 
     def row(self, results):
         value, text = self.measure(results)
         if value is None:
             return [self.title, text or "no data", "FAIL"]
         return [self.title, text, "PASS" if self.passes(value) else "FAIL"]
+
+
+def median_target(title, scenario, values, describe, passes):
+    """A Target judged on the median of values(results); describe(median,
+    values) is what the report says."""
+    def measure_it(results):
+        found = values(results)
+        if not found:
+            return None, None
+        value = median(found)
+        return value, describe(value, found)
+    return Target(title, measure_it, passes, scenario)
+
+
+def ratio_target(title, scenario, target, baseline, minimum):
+    """target's rate at least minimum times baseline's, on the median of the
+    per-repetition ratios."""
+    return median_target(title, scenario, lambda r: r.ratios(scenario, target, baseline),
+                         lambda v, found: f"{v:.2f}x (min {min(found):.2f}x)",
+                         lambda v: v >= minimum)

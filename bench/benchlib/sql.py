@@ -7,9 +7,8 @@ all reading the same dovecot-sql.conf.ext.
 The users are 1user@sql.bench ... Nuser@sql.bench: `smtp-source -N -t
 user@sql.bench` puts a sequence number (1, 2, ...) in front of each
 recipient, so a run of M messages asks for M different users, spread over
-the table, each once. The routers' configs are the ones of servers.py with
-only the passdb (and the cache size) changed; edited() and the launch_*()
-functions, which tls.py uses too, make such variants.
+the table, each once. The routers are those of lmtp.py with only the passdb
+(and the cache size) changed.
 
 MariaDB runs from a datadir in the benchmark's temp dir, on 127.0.0.1 and a
 free port, in its own session; it is stopped by its PID at the end. No
@@ -17,13 +16,11 @@ general log: the benchmark measures, t/integration/test_sql.py checks
 queries."""
 
 import glob
-import grp
 import os
-import pwd
 import subprocess
 
-from . import servers
-from .procs import Proc, free_port, pinned, wait_until
+from . import lmtp
+from .servers import Server
 
 USER_BASE = "user@sql.bench"  # smtp-source -N makes 1user@sql.bench, 2user@...
 DB_NAME = "mail"
@@ -34,7 +31,6 @@ DB_PASSWORD = "bench-pw"
 PASSWORD_QUERY = ("SELECT NULL AS password, 'Y' AS nopassword, host, port, proxy "
                   "FROM users WHERE user = '%u'")
 CACHE_SIZE = "10M"
-START_TIMEOUT = 60
 INSERT_BATCH = 2000
 
 
@@ -58,46 +54,38 @@ def dovecot_has_mysql():
 
 # --- the database -----------------------------------------------------------
 
-class MariaDB:
+class MariaDB(Server):
+    name = "mariadbd"
+    start_timeout = 60
+    ready_interval = 0.2
+    stop_timeout = 30   # a clean shutdown may take longer than a router's
+
     def __init__(self, workdir, cpus=None):
-        self.dir = workdir
+        super().__init__(workdir, cpus)
         self.datadir = os.path.join(workdir, "data")
         self.socket = os.path.join(workdir, "sock")
-        self.port = free_port()
-        self.cpus = cpus
-        self.proc = None
-        self.name = "mariadb"
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
+    def prepare(self):
+        super().prepare()
         result = subprocess.run(
             ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
              "--auth-root-authentication-method=normal", "--skip-test-db"],
             capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed:\n{result.stderr[-2000:]}")
+
+    def argv(self):
         # utf8mb4 like the connections of both routers: a column in another
         # character set would be converted per row and the key not used.
-        argv = ["/usr/sbin/mariadbd", "--no-defaults", "--user=root",
+        return ["/usr/sbin/mariadbd", "--no-defaults", "--user=root",
                 f"--datadir={self.datadir}", f"--socket={self.socket}",
                 f"--port={self.port}", "--bind-address=127.0.0.1",
                 f"--pid-file={self.dir}/mariadbd.pid", "--skip-name-resolve",
                 "--skip-log-bin", "--innodb-buffer-pool-size=64M",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
                 "--max-connections=500"]
-        self.proc = Proc("mariadbd", pinned(argv, self.cpus),
-                         os.path.join(self.dir, "mariadbd.log"), cwd=self.dir).start()
-        wait_until(lambda: not self.proc.alive() or self._answers(), START_TIMEOUT,
-                   f"MariaDB on 127.0.0.1:{self.port}", interval=0.2)
-        if not self.proc.alive():
-            raise RuntimeError(f"mariadbd exited at start:\n{self.proc.output_tail()}")
-        return self
 
-    def _answers(self):
+    def ready(self):
         return self.client("SELECT 1", check=False).returncode == 0
 
     def client(self, sql, database=None, check=True):
@@ -146,81 +134,18 @@ class MariaDB:
         return path
 
 
-# --- config variants of servers.py's routers ----------------------------------
+# --- the routers ------------------------------------------------------------
 
-def edited(template, edits):
-    """template with each (old, new) replaced; old must occur exactly once, so
-    that a change in servers.py fails loudly here instead of going unnoticed."""
-    for old, new in edits:
-        if template.count(old) != 1:
-            raise RuntimeError(f"benchlib: {old!r} is not in the config template once")
-        template = template.replace(old, new)
-    return template
+PASSDB_SQL = ("driver = passwd-file", "driver = sql")
 
 
-def launch_mailroute(server, config_text):
-    """Start a servers.Mailroute with config_text instead of its own config."""
-    for sub in ("run", "tmp"):
-        os.makedirs(os.path.join(server.dir, sub), exist_ok=True)
-    conf = os.path.join(server.dir, "mailroute.conf")
-    with open(conf, "w") as f:
-        f.write(config_text)
-    argv = pinned([server.binary, "-c", conf], server.cpus)
-    server.proc = Proc(server.name, argv, os.path.join(server.dir, "mailrouted.stderr"),
-                       cwd=server.dir).start()
-    servers._wait_listening(server.proc, server.port, f"mailrouted ({server.name})")
-    return server
-
-
-def launch_dovecot(server, config_text):
-    """Start a servers.DovecotProxy with config_text instead of its own config."""
-    home = os.path.join(server.dir, "home")
-    os.makedirs(home, exist_ok=True)
-    os.chmod(server.dir, 0o755)
-    os.chown(home, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
-    conf = os.path.join(server.dir, "dovecot.conf")
-    with open(conf, "w") as f:
-        f.write(config_text)
-    server.proc = Proc(server.name, pinned(["dovecot", "-F", "-c", conf], server.cpus),
-                       os.path.join(server.dir, "dovecot.out"), cwd=server.dir).start()
-    servers._wait_listening(server.proc, server.port, f"Dovecot ({server.name})")
-    return server
-
-
-def dovecot_instance_name(tag):
-    return f"mrbench{os.getpid()}-{tag}"
-
-
-class SqlMailroute(servers.Mailroute):
-    """mailrouted as in servers.py, its passdb the SQL one; auth cache optional."""
-
-    def __init__(self, workdir, binary, args_path, cache, cpus=None):
-        super().__init__(workdir, binary, args_path, 2, cpus)
-        self.cache = cache
-        self.name = "mailroute-sqlcache" if cache else "mailroute-sql"
-
-    def start(self):
-        text = edited(servers.MAILROUTE_CONFIG, [
-            ("one passwd-file", "the SQL passdb"),
-            ("driver = passwd-file", "driver = sql")])
-        if self.cache:
-            text += f"auth_cache_size = {CACHE_SIZE}\n"
-        return launch_mailroute(self, text.format(dir=self.dir, workers=self.workers,
-                                                  port=self.port, passwd=self.passwd_path))
-
-
-class SqlDovecot(servers.DovecotProxy):
-    """Dovecot as in servers.py, its passdb the SQL one; auth cache optional."""
-
-    def __init__(self, workdir, args_path, cache, cpus=None):
-        super().__init__(workdir, args_path, cpus)
-        self.cache = cache
-        self.name = "dovecot-sqlcache" if cache else "dovecot-sql"
-
-    def start(self):
-        text = edited(servers.DOVECOT_CONFIG, [("driver = passwd-file", "driver = sql")])
-        if self.cache:
-            text += f"auth_cache_size = {CACHE_SIZE}\n"
-        return launch_dovecot(self, text.format(
-            name=dovecot_instance_name(self.name), dir=self.dir, port=self.port,
-            passwd=self.passwd_path))
+def router(target, workdir, binary, args_path, cpus=None):
+    """The router of a target (dovecot-sql, mailroute-sqlcache, ...): lmtp.py's
+    with the SQL passdb of args_path, with an auth cache for the *cache ones."""
+    extra = f"auth_cache_size = {CACHE_SIZE}\n" if target.endswith("cache") else ""
+    if target.startswith("dovecot"):
+        return lmtp.DovecotProxy(workdir, args_path, cpus, name=target, edits=[PASSDB_SQL],
+                                 extra=extra)
+    return lmtp.Mailroute(workdir, binary, args_path, 2, cpus, name=target,
+                          edits=[("one passwd-file", "the SQL passdb"), PASSDB_SQL],
+                          extra=extra)

@@ -2,11 +2,11 @@
 implicit-TLS LMTP listener (`inet_listener { ssl = yes }`), mailrouted's and
 Dovecot 2.3's, and the client that makes them.
 
-Both servers use the same self-signed ECDSA P-256 certificate, made with
-certtool in the benchmark's temp dir, and their default TLS settings
-(TLS 1.3 with a Python/OpenSSL client). Their configs are those of
-servers.py plus the TLS lines; Dovecot's LMTP does implicit TLS on a
-listener with `ssl = yes` (no STARTTLS needed).
+Both servers use the same self-signed ECDSA P-256 certificate
+(servers.Certificate, made with certtool in the benchmark's temp dir), and
+their default TLS settings (TLS 1.3 with a Python/OpenSSL client). They are
+the routers of lmtp.py plus the TLS lines; Dovecot's LMTP does implicit TLS
+on a listener with `ssl = yes` (no STARTTLS needed).
 
 The client (client_main, run as its own process by lmtp_bench.py) forks
 PROCESSES workers; each opens connections one after the other: connect,
@@ -20,99 +20,36 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import time
 
-from . import servers
+from . import lmtp
 from .procs import pinned
-from .sql import dovecot_instance_name, edited, launch_dovecot, launch_mailroute
 
 PROCESSES = 4       # client processes, each one connection at a time
 IO_TIMEOUT = 10     # seconds per connect, handshake or reply
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CERT_TEMPLATE = """\
-cn = "router.bench"
-organization = "mailroute benchmark"
-dns_name = "router.bench"
-ip_address = "127.0.0.1"
-tls_www_server
-signing_key
-expiration_days = 30
-"""
-
-
-class Certificate:
-    """A self-signed server certificate: .cert and .key are PEM files."""
-
-    def __init__(self, directory):
-        self.dir = directory
-        self.cert = os.path.join(directory, "router.pem")
-        self.key = os.path.join(directory, "router.key")
-
-    def generate(self):
-        os.makedirs(self.dir, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        template = os.path.join(self.dir, "router.tmpl")
-        with open(template, "w") as f:
-            f.write(CERT_TEMPLATE)
-        self._certtool("--generate-privkey", "--key-type=ecdsa", "--curve=secp256r1",
-                       "--outfile", self.key)
-        os.chmod(self.key, 0o644)  # Dovecot's lmtp processes read it unprivileged
-        self._certtool("--generate-self-signed", "--load-privkey", self.key,
-                       "--template", template, "--outfile", self.cert)
-        return self
-
-    @staticmethod
-    def _certtool(*args):
-        result = subprocess.run(["certtool", *args], capture_output=True, text=True,
-                                timeout=60)
-        if result.returncode != 0:
-            raise RuntimeError(f"certtool {' '.join(args)} failed:\n{result.stderr}")
 
 
 def tools_missing():
     return [] if shutil.which("certtool") else ["certtool (package gnutls-bin)"]
 
 
-# The edit that turns servers.py's LMTP listener (either router's) into an
+# The edit that turns lmtp.py's LMTP listener (either router's) into an
 # implicit-TLS one.
 LISTENER_TLS = ("    port = {port}\n", "    port = {port}\n    ssl = yes\n")
 
 
-class TlsMailroute(servers.Mailroute):
-    """mailrouted as in servers.py, its LMTP listener with implicit TLS."""
-
-    def __init__(self, workdir, binary, passwd_path, certificate, cpus=None):
-        super().__init__(workdir, binary, passwd_path, 2, cpus)
-        self.certificate = certificate
-        self.name = "mailroute-tls"
-
-    def start(self):
-        text = edited(servers.MAILROUTE_CONFIG, [LISTENER_TLS])
-        text += (f"ssl = yes\nssl_cert = <{self.certificate.cert}\n"
-                 f"ssl_key = <{self.certificate.key}\n")
-        return launch_mailroute(self, text.format(dir=self.dir, workers=self.workers,
-                                                  port=self.port, passwd=self.passwd_path))
-
-
-class TlsDovecot(servers.DovecotProxy):
-    """Dovecot as in servers.py, its LMTP listener with implicit TLS."""
-
-    def __init__(self, workdir, passwd_path, certificate, cpus=None):
-        super().__init__(workdir, passwd_path, cpus)
-        self.certificate = certificate
-        self.name = "dovecot-tls"
-
-    def start(self):
-        ssl_lines = (f"ssl = yes\nssl_cert = <{self.certificate.cert}\n"
-                     f"ssl_key = <{self.certificate.key}\n")
-        text = edited(servers.DOVECOT_CONFIG,
-                      [("ssl = no\n", ssl_lines), LISTENER_TLS])
-        return launch_dovecot(self, text.format(
-            name=dovecot_instance_name(self.name), dir=self.dir, port=self.port,
-            passwd=self.passwd_path))
+def router(target, workdir, binary, passwd_path, certificate, cpus=None):
+    """The router of a target (dovecot-tls, mailroute-tls): lmtp.py's, its
+    LMTP listener with implicit TLS and the certificate (servers.Certificate)."""
+    ssl_lines = (f"ssl = yes\nssl_cert = <{certificate.cert}\n"
+                 f"ssl_key = <{certificate.key}\n")
+    if target.startswith("dovecot"):
+        return lmtp.DovecotProxy(workdir, passwd_path, cpus, name=target,
+                                 edits=[("ssl = no\n", ssl_lines), LISTENER_TLS])
+    return lmtp.Mailroute(workdir, binary, passwd_path, 2, cpus, name=target,
+                          edits=[LISTENER_TLS], extra=ssl_lines)
 
 
 def client_argv(port, count, resume, result_path, cpus=None):
