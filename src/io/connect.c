@@ -9,6 +9,7 @@
 
 struct stream_connect {
     struct stream *s;
+    struct addr dst;          /* TCP: the peer's address, known without asking */
     uv_connect_t req;
     stream_connect_fn *fn;
     void *ctx;
@@ -23,6 +24,7 @@ static void connect_finish(struct stream_connect *c, int status)
     stream_connect_fn *fn = c->fn;
     void *ctx = c->ctx;
     bool aborted = c->aborted;
+    struct addr dst = c->dst;
     free(c);
     if (aborted) {
         return; /* the stream was destroyed by stream_connect_abort() */
@@ -32,7 +34,10 @@ static void connect_finish(struct stream_connect *c, int status)
         fn(ctx, NULL, status);
         return;
     }
-    stream_fill_addrs(s);
+    if (!s->is_unix) {
+        stream_set_addrs(s, &dst, NULL);
+        uv_tcp_nodelay(&s->h.tcp, 1);
+    }
     stream_start(s);
     fn(ctx, s, 0);
 }
@@ -117,9 +122,15 @@ struct stream_connect *stream_connect_tcp(struct loop *loop, const struct addr *
             return connect_failed(c, r);
     }
     addr_to_sockaddr(dst, &ss);
+    addr_from_sockaddr(&c->dst, (struct sockaddr *)&ss); /* as getpeername() would say */
     int r = uv_tcp_connect(&c->req, &c->s->h.tcp, (struct sockaddr *)&ss, on_connect);
     if (r < 0)
         return connect_failed(c, r);
+    /* Reading is armed together with the connect: libuv then registers the
+     * socket with epoll once for both, instead of re-adding it (EEXIST, then
+     * MOD) when reading starts after the connect. No read callback runs
+     * before the connect callback. */
+    stream_start_reading(c->s);
     return c;
 }
 

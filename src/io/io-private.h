@@ -22,6 +22,8 @@ struct loop {
     size_t n_defers, cap_defers;
     struct deferred *running;  /* the batch being run, so it can be cancelled too */
     size_t n_running;
+    struct deferred *spare;    /* the array of the last batch, reused for the next */
+    size_t cap_spare;
     char *scratch;           /* shared read buffer (see stream.c) */
     size_t scratch_size;
 };

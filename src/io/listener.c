@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <ifaddrs.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,6 +24,13 @@ struct listener {
     bool is_unix;
     listener_accept_fn *fn;
     void *ctx;
+    /* Bound to one address (not a wildcard): every accepted socket's local
+     * address, known without a getsockname() per connection. */
+    bool local_fixed;
+    struct addr local;
+    /* TCP_NODELAY is set on the listening socket, and Linux copies it to the
+     * sockets it accepts; the first accepted socket checks that it did. */
+    enum { NODELAY_UNCHECKED, NODELAY_INHERITED, NODELAY_PER_SOCKET } nodelay;
 };
 
 static int set_opt(int fd, int level, int name)
@@ -86,6 +94,22 @@ fail:
     return -1;
 }
 
+/* TCP_NODELAY for an accepted socket: a system call only where the
+ * listening socket's setting is not inherited. */
+static void accepted_nodelay(struct listener *l, struct stream *s)
+{
+    if (l->nodelay == NODELAY_UNCHECKED) {
+        int on = 0;
+        socklen_t len = sizeof(on);
+        uv_os_fd_t fd;
+        bool inherited = uv_fileno((uv_handle_t *)&s->h.tcp, &fd) == 0 &&
+                         getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on != 0;
+        l->nodelay = inherited ? NODELAY_INHERITED : NODELAY_PER_SOCKET;
+    }
+    if (l->nodelay == NODELAY_PER_SOCKET)
+        uv_tcp_nodelay(&s->h.tcp, 1);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
@@ -99,9 +123,24 @@ static void on_connection(uv_stream_t *server, int status)
         stream_destroy(&s);
         return;
     }
-    stream_fill_addrs(s);
+    if (!l->is_unix) {
+        stream_set_addrs(s, NULL, l->local_fixed ? &l->local : NULL);
+        accepted_nodelay(l, s);
+    }
     stream_start(s);
     l->fn(l->ctx, s);
+}
+
+static void tcp_listener_setup(struct listener *l)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        addr_from_sockaddr(&l->local, (struct sockaddr *)&ss);
+        l->local_fixed = l->local.family != 0 && !addr_is_any(&l->local);
+    }
+    if (uv_tcp_nodelay(&l->h.tcp, 1) != 0)
+        l->nodelay = NODELAY_PER_SOCKET;
 }
 
 struct listener *listener_new(struct loop *loop, int fd, bool is_unix, listener_accept_fn *fn,
@@ -121,6 +160,8 @@ struct listener *listener_new(struct loop *loop, int fd, bool is_unix, listener_
         r = uv_tcp_open(&l->h.tcp, fd);
     }
     l->h.tcp.data = l;
+    if (r == 0 && !is_unix)
+        tcp_listener_setup(l);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&l->h.tcp, LISTEN_BACKLOG, on_connection);
     if (r < 0) {

@@ -15,16 +15,23 @@ struct loop *loop_of_uv(uv_loop_t *uv)
     return (struct loop *)uv; /* uv is the first member */
 }
 
+#define SPARE_DEFERS_MAX 1024 /* a larger array (a burst) goes back to malloc */
+
 static void run_deferred(struct loop *loop)
 {
     /* Calls deferred while running go to the next round, so a call that
-     * defers itself cannot starve I/O. */
+     * defers itself cannot starve I/O. The two arrays take turns: no malloc
+     * per round. */
     size_t n = loop->n_defers;
     if (n == 0)
         return;
     struct deferred *batch = loop->defers;
-    loop->defers = NULL;
-    loop->n_defers = loop->cap_defers = 0;
+    size_t cap = loop->cap_defers;
+    loop->defers = loop->spare;
+    loop->cap_defers = loop->cap_spare;
+    loop->n_defers = 0;
+    loop->spare = NULL;
+    loop->cap_spare = 0;
     loop->running = batch;
     loop->n_running = n;
     for (size_t i = 0; i < n; i++) {
@@ -36,7 +43,12 @@ static void run_deferred(struct loop *loop)
     }
     loop->running = NULL;
     loop->n_running = 0;
-    free(batch);
+    if (loop->spare == NULL && cap <= SPARE_DEFERS_MAX) {
+        loop->spare = batch;
+        loop->cap_spare = cap;
+    } else {
+        free(batch);
+    }
     if (loop->n_defers == 0)
         uv_idle_stop(&loop->idle);
 }
@@ -92,6 +104,7 @@ void loop_free(struct loop **loopp)
     if (uv_loop_close(&loop->uv) != 0)
         log_warn("event loop closed with handles still open");
     free(loop->defers);
+    free(loop->spare);
     free(loop->scratch);
     free(loop);
 }

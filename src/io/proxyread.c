@@ -50,6 +50,7 @@ static void on_input(void *ctx)
     if (!res.local) {
         pr->s->peer = res.src;
         pr->s->local = res.dst;
+        pr->s->local_known = true;
     }
     finish(pr, NULL);
 }

@@ -37,14 +37,24 @@ struct stream {
     struct tls_session *tls;
 
     int refs;
+    /* The end of input (EOF or an error) that arrived while paused, reported
+     * by on_close after the resume, behind the input buffered before it:
+     * 0 none, END_EOF, or a negative libuv error. */
+    int pending_end;
     bool is_unix;
+    bool local_known;     /* local is found on first use (stream_local) */
     bool reading, paused, capped, read_to_scratch, read_to_tls;
     bool writing, flush_pending, resume_pending, want_drain, write_failed;
     bool close_notified, closing_after_flush, dead, handle_closing;
 };
 
+#define END_EOF 1
+
 struct stream *stream_alloc(struct loop *loop, bool is_unix);
-void stream_fill_addrs(struct stream *s);
+/* The addresses of a TCP stream: peer NULL asks the kernel now (an
+ * accepted socket); local NULL asks it on the first stream_local(), which
+ * outgoing connections seldom need. No system call for what is given. */
+void stream_set_addrs(struct stream *s, const struct addr *peer, const struct addr *local);
 void stream_start(struct stream *s);
 /* Plain bytes arrived (from the socket, or decrypted by TLS). */
 void stream_input_plain(struct stream *s, const char *data, size_t n, bool in_scratch);

@@ -30,6 +30,7 @@
 
 #define DEFAULT_MAX_INPUT (64 * 1024)
 #define READ_RESERVE (16 * 1024)
+#define PAUSED_READ (4096 - 1) /* with buf's NUL: a 4 KiB block */
 #define CLOSE_FLUSH_TIMEOUT_MS 10000
 
 static void stream_flush(struct stream *s);
@@ -68,6 +69,7 @@ void stream_notify_close(struct stream *s, int err)
     if (s->tls != NULL && tls_close_in_handshake(s, err))
         return;
     s->close_notified = true;
+    s->pending_end = 0;
     s->reading = false;
     uv_read_stop(s->uvs);
     if (s->handler != NULL && s->handler->on_close != NULL) {
@@ -140,6 +142,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
         size_t len;
         b->base = tls_rx_space(s, &len);
         b->len = len;
+    } else if (s->paused) {
+        /* A lazy pause (see stream_pause): keep a little, leave the rest
+         * in the kernel. */
+        b->base = buf_reserve(&s->in, PAUSED_READ);
+        b->len = PAUSED_READ;
+        s->read_to_scratch = false;
     } else if (buf_used(&s->in) == 0) {
         b->base = s->loop->scratch;
         b->len = s->loop->scratch_size;
@@ -153,7 +161,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
 static void deliver_input(struct stream *s)
 {
-    if (s->handler == NULL || s->handler->on_input == NULL || s->close_notified)
+    if (s->handler == NULL || s->handler->on_input == NULL || s->close_notified || s->paused)
         return;
     stream_enter(s);
     s->handler->on_input(s->ctx);
@@ -196,6 +204,27 @@ void stream_input_plain(struct stream *s, const char *data, size_t n, bool in_sc
     (void)data;
 }
 
+static void stop_reading(struct stream *s)
+{
+    if (s->reading) {
+        uv_read_stop(s->uvs);
+        s->reading = false;
+    }
+}
+
+/* The end of input: reported now, or after the resume when the owner paused
+ * (so that it still sees the input buffered before the end first). */
+static void input_ended(struct stream *s, int err)
+{
+    if (!s->paused) {
+        stream_notify_close(s, err);
+        return;
+    }
+    stop_reading(s); /* libuv has stopped already; keep the flag in step */
+    if (s->pending_end == 0)
+        s->pending_end = err == 0 ? END_EOF : err;
+}
+
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b)
 {
     struct stream *s = h->data;
@@ -204,6 +233,7 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b)
         return;
     stream_enter(s);
     bool to_tls = s->read_to_tls;
+    bool was_paused = s->paused;
     s->read_to_tls = false;
     if (to_tls)
         tls_rx(s, nread); /* decrypts and delivers */
@@ -213,28 +243,34 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b)
         if (!s->dead)
             stream_check_input_cap(s);
     } else if (nread == UV_EOF) {
-        stream_notify_close(s, 0);
+        input_ended(s, 0);
     } else if (nread < 0) {
-        stream_notify_close(s, (int)nread);
+        input_ended(s, (int)nread);
     }
+    /* A lazy pause (see stream_pause) becomes a real one once input comes
+     * in while paused. */
+    if (!s->dead && was_paused && s->paused && nread > 0)
+        stop_reading(s);
+    if (!s->dead && buf_used(&s->in) == 0)
+        buf_free(&s->in); /* space reserved for a read that brought nothing */
     stream_leave(s);
 }
 
 void stream_start_reading(struct stream *s)
 {
-    if (s->reading || s->paused || s->close_notified || s->dead)
+    if (s->reading || s->paused || s->close_notified || s->pending_end != 0 || s->dead)
         return;
     if (uv_read_start(s->uvs, on_alloc, on_read) == 0)
         s->reading = true;
 }
 
+/* Lazy: reading stays armed until input actually arrives while paused (it
+ * is then kept in s->in and reading stops). Most pauses (a login waiting for
+ * its backend) end before the peer sends more, and stopping and restarting
+ * reading would cost libuv two epoll_ctl calls. */
 void stream_pause(struct stream *s)
 {
     s->paused = true;
-    if (s->reading) {
-        uv_read_stop(s->uvs);
-        s->reading = false;
-    }
 }
 
 static void resume_deferred(void *ctx)
@@ -249,6 +285,11 @@ static void resume_deferred(void *ctx)
     /* Records GnuTLS already holds bring no further read event. */
     if (s->tls != NULL && !s->dead && !s->paused)
         tls_pump(s);
+    if (!s->dead && !s->paused && s->pending_end != 0) {
+        int err = s->pending_end == END_EOF ? 0 : s->pending_end;
+        s->pending_end = 0;
+        stream_notify_close(s, err);
+    }
     if (!s->dead && !s->paused) {
         s->capped = false;
         stream_check_input_cap(s);
@@ -262,6 +303,13 @@ void stream_resume(struct stream *s)
 {
     if (!s->paused && !s->capped)
         return;
+    /* Nothing arrived during a lazy pause: nothing to deliver, nothing to
+     * restart. (TLS may hold records it decrypted: those take the long way.) */
+    if (s->reading && !s->capped && s->pending_end == 0 && buf_used(stream_input(s)) == 0 &&
+        s->tls == NULL) {
+        s->paused = false;
+        return;
+    }
     s->paused = false;
     if (!s->resume_pending) {
         s->resume_pending = true;
@@ -349,8 +397,20 @@ void stream_write_str(struct stream *s, const char *str)
 void stream_printf(struct stream *s, const char *fmt, ...)
 {
     va_list ap;
+    char line[512];
     if (s->dead || s->write_failed)
         return;
+    /* Replies are short: one formatting pass into the stack, where
+     * buf_vprintf() would format twice (to measure, then to write). */
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(line)) {
+        stream_write(s, line, (size_t)n);
+        return;
+    }
     va_start(ap, fmt);
     buf_vprintf(s->tls != NULL ? tls_plain_out(s) : &s->out, fmt, ap);
     va_end(ap);
@@ -454,7 +514,8 @@ void stream_close_after_flush(struct stream *s)
         return;
     s->handler = NULL;
     s->closing_after_flush = true;
-    stream_pause(s);
+    s->paused = true;
+    stop_reading(s); /* for good: nobody reads what comes now */
     if (s->tls != NULL)
         tls_close_after_flush(s);
     if (stream_output_pending(s) == 0 && !s->flush_pending) {
@@ -506,10 +567,7 @@ void stream_destroy(struct stream **sp)
         return;
     s->dead = true;
     s->handler = NULL;
-    if (s->reading) {
-        uv_read_stop(s->uvs);
-        s->reading = false;
-    }
+    stop_reading(s);
     if (s->refs == 0)
         stream_really_close(s);
 }
@@ -521,6 +579,15 @@ const struct addr *stream_peer(const struct stream *s)
 
 const struct addr *stream_local(const struct stream *s)
 {
+    if (!s->local_known && !s->is_unix && !s->handle_closing) {
+        /* Found on first use and kept: the stream is only const to callers. */
+        struct stream *m = (struct stream *)s;
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (uv_tcp_getsockname(&m->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+            addr_from_sockaddr(&m->local, (struct sockaddr *)&ss);
+        m->local_known = true;
+    }
     return &s->local;
 }
 
@@ -561,18 +628,22 @@ struct stream *stream_alloc(struct loop *loop, bool is_unix)
     return s;
 }
 
-void stream_fill_addrs(struct stream *s)
+void stream_set_addrs(struct stream *s, const struct addr *peer, const struct addr *local)
 {
     if (s->is_unix)
         return;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-        addr_from_sockaddr(&s->peer, (struct sockaddr *)&ss);
-    len = sizeof(ss);
-    if (uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-        addr_from_sockaddr(&s->local, (struct sockaddr *)&ss);
-    uv_tcp_nodelay(&s->h.tcp, 1);
+    if (peer != NULL) {
+        s->peer = *peer;
+    } else {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+            addr_from_sockaddr(&s->peer, (struct sockaddr *)&ss);
+    }
+    if (local != NULL) {
+        s->local = *local;
+        s->local_known = true;
+    }
 }
 
 void stream_start(struct stream *s)

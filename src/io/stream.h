@@ -60,6 +60,10 @@ void stream_consume(struct stream *s, size_t n);
 /* Discard input up to and including the next LF. True when the LF was found;
  * false when everything buffered was discarded and the line goes on. */
 bool stream_skip_line(struct stream *s);
+/* No on_input until stream_resume(). What arrives meanwhile (one read: at
+ * most 4 KiB, with TLS 32 KiB of records) and the end of input are kept and
+ * come after the resume, in that order; the kernel holds the rest. Write
+ * errors and the idle timeout still reach on_close. */
 void stream_pause(struct stream *s);
 /* Resume reading; input already buffered is delivered by on_input on the next
  * loop iteration. */

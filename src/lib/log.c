@@ -58,6 +58,36 @@ static const char *level_name(enum log_level level)
     return "?";
 }
 
+/* "YYYY-MM-DD HH:MM:SS" of the current second, formatted once per second
+ * and thread (localtime_r and strftime cost more than the rest of a line). */
+struct log_clock {
+    time_t sec;
+    size_t len;
+    char text[32];
+};
+
+static size_t format_timestamp(char *out, size_t n)
+{
+    static __thread struct log_clock cached;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    if (cached.len == 0 || tv.tv_sec != cached.sec) {
+        struct tm tm;
+        localtime_r(&tv.tv_sec, &tm);
+        cached.len = strftime(cached.text, sizeof(cached.text), "%Y-%m-%d %H:%M:%S", &tm);
+        cached.sec = tv.tv_sec;
+    }
+    unsigned ms = (unsigned)(tv.tv_usec / 1000);
+    if (n < cached.len + 5)
+        return 0;
+    memcpy(out, cached.text, cached.len);
+    out[cached.len] = '.';
+    out[cached.len + 1] = (char)('0' + ms / 100);
+    out[cached.len + 2] = (char)('0' + ms / 10 % 10);
+    out[cached.len + 3] = (char)('0' + ms % 10);
+    return cached.len + 4;
+}
+
 static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
@@ -71,13 +101,14 @@ static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
         errno = saved_errno;
         return;
     }
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    localtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld %s: ", (long)(tv.tv_usec / 1000),
-                          level_name(level));
+    size_t n = format_timestamp(line, sizeof(line));
+    const char *name = level_name(level);
+    size_t name_len = strlen(name);
+    line[n++] = ' ';
+    memcpy(line + n, name, name_len);
+    n += name_len;
+    line[n++] = ':';
+    line[n++] = ' ';
     int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
     if (m < 0)
         m = 0;
