@@ -825,10 +825,14 @@ enum imap_string_form imap_quote(struct buf *out, const char *s, bool literal_pl
 
     if (is_quotable(s)) {
         buf_append(out, "\"", 1);
-        for (; *s != '\0'; s++) {
-            if (*s == '"' || *s == '\\')
-                buf_append(out, "\\", 1);
-            buf_append(out, s, 1);
+        while (*s != '\0') {
+            size_t plain = strcspn(s, "\"\\"); /* copied in runs: ID values are long */
+            buf_append(out, s, plain);
+            s += plain;
+            if (*s != '\0') {
+                char escaped[2] = {'\\', *s++};
+                buf_append(out, escaped, 2);
+            }
         }
         buf_append(out, "\"", 1);
         return IMAP_STRING_QUOTED;
