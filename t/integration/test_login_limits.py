@@ -48,13 +48,15 @@ def imap_backend(tmp_root):
     backend.stop()
 
 
-def imap_config(imap_port, haproxy_port=None, trusted="127.0.0.0/8", extra=""):
+def imap_config(imap_port, haproxy_port=None, trusted="127.0.0.0/8", extra="",
+                haproxy_address=None):
     """mailroute's IMAP service (added to the harness's LMTP config; a later
     `protocols` wins), with a second, haproxy = yes, listener if asked."""
     haproxy = ""
     if haproxy_port:
+        address = f"    address = {haproxy_address}\n" if haproxy_address else ""
         haproxy = (f"  inet_listener imap_haproxy {{\n    port = {haproxy_port}\n"
-                   f"    haproxy = yes\n  }}\n")
+                   f"{address}    haproxy = yes\n  }}\n")
     return (f"protocols = lmtp imap\nauth_failure_delay = 0\n"
             f"haproxy_trusted_networks = {trusted}\nhaproxy_timeout = 2s\n"
             f"service imap {{\n  inet_listener imap {{\n    port = {imap_port}\n  }}\n"
@@ -68,7 +70,8 @@ def start_imap(start_mailroute, workdir):
     the module's Dovecot with PASSWORD (checked by both)."""
     counter = [0]
 
-    def start(users, backend, haproxy=False, trusted="127.0.0.0/8", extra="", **kwargs):
+    def start(users, backend, haproxy=False, trusted="127.0.0.0/8", extra="",
+              haproxy_address=None, **kwargs):
         counter[0] += 1
         passwd = os.path.join(workdir, f"limits-users-{counter[0]}")
         with open(passwd, "w") as f:
@@ -78,7 +81,7 @@ def start_imap(start_mailroute, workdir):
         imap_port = free_port()
         haproxy_port = free_port() if haproxy else None
         mailroute = start_mailroute(passwd_path=passwd, extra_config=imap_config(
-            imap_port, haproxy_port, trusted, extra), **kwargs)
+            imap_port, haproxy_port, trusted, extra, haproxy_address), **kwargs)
         ports = [p for p in (imap_port, haproxy_port) if p]
         wait_until(lambda: all(port_listening(p) for p in ports) or not mailroute.alive(),
                    timeout=10, what=f"mailrouted to listen for IMAP on {ports}")
@@ -131,6 +134,22 @@ def test_proxy_header_client_address_reaches_dovecot(start_imap, imap_backend, a
     assert f"rip={client_ip}," in line, line
     assert f"lip={local_ip}," in line, line
     assert mailroute.log_lines(f"user={hal} rip={client_ip} proxied to 127.0.0.1 as {hal} ")
+
+
+def test_proxy_header_on_a_wildcard_listener_keeps_its_destination(start_imap, imap_backend,
+                                                                   addr):
+    """On a listener bound to every address mailroute learns its local
+    address lazily; the header's destination must still win over the
+    socket's own."""
+    ivo = new_user(imap_backend, addr, "ivo")
+    mailroute = start_imap([ivo], imap_backend, haproxy=True, haproxy_address="0.0.0.0",
+                           extra="disable_plaintext_auth = no\n")
+    with RawImap(mailroute.haproxy_port, source_ip=HAPROXY_PEER) as c:
+        c.send(v2_header("198.51.100.10", "10.9.8.7", 40010, 143))
+        assert c.greeting() == GREETING
+        assert_logged_in(tagged(c.command("a", f"LOGIN {ivo} {PASSWORD}")))
+    [line] = imap_backend.wait_login_lines(ivo)
+    assert "rip=198.51.100.10," in line and "lip=10.9.8.7," in line, line
 
 
 def test_plaintext_login_is_judged_by_the_forwarded_address(start_imap, imap_backend, addr):
