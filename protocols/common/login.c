@@ -441,6 +441,10 @@ void login_backend_failed(struct login_session *ls, bool temporary, const char *
     log_info("%s(%s): backend refused the login of %s: %s", ls->front->service, ls->id,
              log_sanitize(safe, sizeof(safe), ls->user),
              log_sanitize(safe_text, sizeof(safe_text), text != NULL ? text : ""));
+    /* With nopassword the backend is the one that checks: its refusal is a
+     * failed guess like ours. */
+    if (!ls->trusted)
+        penalty_failed(&ls->client_addr, wall_now_ms());
     fail(ls, LOGIN_FAIL_BACKEND, text);
 }
 

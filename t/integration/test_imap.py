@@ -1813,3 +1813,18 @@ def test_host_down_fails_at_once_while_another_login_retries(start_imap, addr):
     # The second login failed without a connect attempt of its own.
     assert len(mailroute.log_lines(f"login of {xia} failed temporarily: host is down")) == 1
     assert mailroute.log_lines(f"login of {wyn} failed temporarily: connect failed")
+
+
+def test_backend_refusal_counts_for_the_failure_penalty(start_imap, imap_backend, addr):
+    """With nopassword the backend checks the password: its refusal holds the
+    next login from that address like a refusal of our own."""
+    wim = addr("wim")
+    imap_backend.add_user(wim, "wim-pw")
+    mailroute = start_imap({wim: (None, proxy_fields(imap_backend.port, "nopassword"))},
+                           extra_config="login_trusted_networks = 127.0.0.1/32\n"
+                                        "disable_plaintext_auth = no\n")
+    with RawImap(mailroute.imap_port, source_ip=CLIENT_IP) as c:
+        c.greeting()
+        assert c.command("a", f"LOGIN {wim} wrong") == [f"a {AUTH_FAILED}"]
+        assert_logged_in(tagged(c.command("b", f"LOGIN {wim} wim-pw")), tag="b")
+    assert len(mailroute.log_lines(f"login from {CLIENT_IP} held")) == 1, mailroute.stderr()
