@@ -100,17 +100,6 @@ def as_stored(message):
     return message.replace(b"\r\n", b"\n")
 
 
-def append_at_backend(backend, user, message):
-    """APPEND straight to the Dovecot backend, not through mailroute."""
-    imap = imaplib.IMAP4("127.0.0.1", backend.port, timeout=10)
-    try:
-        assert imap.login(user, PASSWORD)[0] == "OK"
-        status, data = imap.append("INBOX", None, None, message)
-        assert status == "OK", data
-    finally:
-        imap.logout()
-
-
 def maildir_files(maildir):
     """{name: bytes} of the messages in a Maildir's new/ and cur/."""
     found = {}
@@ -211,7 +200,7 @@ def test_fetchmail_imap_through_mailroute(start_router, imap_backend, workdir, a
     imap_backend.add_user(fay, PASSWORD)
     marker = new_marker()
     message = make_message(fay, marker)
-    append_at_backend(imap_backend, fay, message)
+    imap_backend.append(fay, PASSWORD, message)
     assert len(maildir_files(imap_backend.maildir(fay))) == 1
     mailroute = start_router({fay: imap_backend.port})
 
@@ -337,7 +326,7 @@ def test_mbsync_syncs_an_imap_account_through_mailroute(start_router, imap_backe
     max_ = addr("max")
     imap_backend.add_user(max_, PASSWORD)
     far, near = make_message(max_, new_marker()), make_message(max_, new_marker(), lines=120)
-    append_at_backend(imap_backend, max_, far)
+    imap_backend.append(max_, PASSWORD, far)
     mailroute = start_router({max_: imap_backend.port})
 
     home = os.path.join(workdir, "mbsync")

@@ -18,7 +18,6 @@ Pre-login limits (idle timeout, long lines, literal bombs) are in
 test_imap.py; the PROXY protocol on LMTP is in test_haproxy.py."""
 
 import contextlib
-import imaplib
 import os
 import re
 import signal
@@ -237,16 +236,6 @@ def big_message(marker):
     return f"Subject: {marker}\r\nX-Test-Id: {marker}\r\n\r\n{body}".encode()
 
 
-def append_at_backend(backend, user, message):
-    imap = imaplib.IMAP4("127.0.0.1", backend.port, timeout=30)
-    try:
-        assert imap.login(user, PASSWORD)[0] == "OK"
-        status, data = imap.append("INBOX", None, None, message)
-        assert status == "OK", data
-    finally:
-        imap.logout()
-
-
 def rss_kb(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -339,8 +328,8 @@ def test_client_that_never_reads_keeps_memory_bounded(start_imap, imap_backend, 
     hog, other = new_user(imap_backend, addr, "hog"), new_user(imap_backend, addr, "other")
     marker = f"hog-{time.monotonic_ns()}"
     message = big_message(marker)
-    append_at_backend(imap_backend, hog, message)
-    append_at_backend(imap_backend, other, b"Subject: small\r\n\r\nsmall\r\n")
+    imap_backend.append(hog, PASSWORD, message)
+    imap_backend.append(other, PASSWORD, b"Subject: small\r\n\r\nsmall\r\n")
     mailroute = start_imap([hog, other], imap_backend)
     requested = FETCHES * len(message)
     assert requested > 200 * MIB and requested > 12 * RSS_GROWTH_LIMIT_KB * 1024
@@ -405,8 +394,8 @@ def test_client_flooding_commands_is_throttled(start_imap, imap_backend, addr, s
     another client is served meanwhile, and when the flooder hangs up both
     of its connections are closed."""
     flo, other = new_user(imap_backend, addr, "flo"), new_user(imap_backend, addr, "other")
-    append_at_backend(imap_backend, flo, big_message(f"flo-{time.monotonic_ns()}"))
-    append_at_backend(imap_backend, other, b"Subject: small\r\n\r\nsmall\r\n")
+    imap_backend.append(flo, PASSWORD, big_message(f"flo-{time.monotonic_ns()}"))
+    imap_backend.append(other, PASSWORD, b"Subject: small\r\n\r\nsmall\r\n")
     mailroute = start_imap([flo, other], imap_backend)
 
     with hog_login(mailroute.imap_port, flo) as c:
@@ -453,7 +442,7 @@ def test_backend_is_released_when_a_flooding_client_resets(start_imap, imap_back
     and the backend cannot take them anyway, as it is blocked writing
     replies that mailroute no longer reads."""
     ray = new_user(imap_backend, addr, "ray")
-    append_at_backend(imap_backend, ray, big_message(f"ray-{time.monotonic_ns()}"))
+    imap_backend.append(ray, PASSWORD, big_message(f"ray-{time.monotonic_ns()}"))
     mailroute = start_imap([ray], imap_backend)
     with hog_login(mailroute.imap_port, ray) as c:
         flood_until_blocked(c.sock, lambda i: b"f%d FETCH 1 (BODY.PEEK[])\r\n" % i,
@@ -491,7 +480,7 @@ def test_sigterm_with_a_client_that_does_not_read(start_imap, imap_backend, addr
     hold up the exit. mailrouted exits 0 within 5 s and the client sees
     the connection end."""
     ted = new_user(imap_backend, addr, "ted")
-    append_at_backend(imap_backend, ted, big_message(f"ted-{time.monotonic_ns()}"))
+    imap_backend.append(ted, PASSWORD, big_message(f"ted-{time.monotonic_ns()}"))
     mailroute = start_imap([ted], imap_backend)
     with hog_login(mailroute.imap_port, ted) as c:
         c.send("".join(f"f{i} FETCH 1 (BODY.PEEK[])\r\n" for i in range(8)))

@@ -15,6 +15,7 @@ logging in as <user>", so tests can see what mailroute told the backend.
 
 It is not an LMTP backend: see dovecot.py for that."""
 
+import imaplib
 import os
 
 from .dovecot import DovecotInstance, write_passwd_file
@@ -76,6 +77,17 @@ class DovecotImapBackend(DovecotInstance):
     def add_user(self, user, password):
         """A user who logs in with password; one file per user, written once."""
         self._write(os.path.join(self.dir, "users", user), user, password)
+
+    def append(self, user, password, message, timeout=30):
+        """APPEND message to user's INBOX straight at this backend (not
+        through mailroute)."""
+        imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=timeout)
+        try:
+            assert imap.login(user, password)[0] == "OK"
+            status, data = imap.append("INBOX", None, None, message)
+            assert status == "OK", data
+        finally:
+            imap.logout()
 
     def add_master(self, user, password):
         """A master user: logs in as anyone with authzid=user, authcid=master."""
