@@ -694,6 +694,11 @@ const struct route_decision *login_decision(const struct login_session *ls)
     return ls->route != NULL ? &ls->route->decision : NULL;
 }
 
+const char *login_referral_user(const struct login_session *ls, const struct route_decision *d)
+{
+    return d->target.destuser != NULL ? d->target.destuser : ls->user;
+}
+
 static void delay_over(struct login_session *ls)
 {
     act(ls);

@@ -171,6 +171,8 @@ void login_backend_starttls(struct login_session *ls);
 void login_backend_retry(struct login_session *ls, const char *text);
 /* The decision being acted on (for "log in anyway" referrals), or NULL. */
 const struct route_decision *login_decision(const struct login_session *ls);
+/* The account a referral names: the decision's destuser, else the user. */
+const char *login_referral_user(const struct login_session *ls, const struct route_decision *d);
 /* temporary: retry/tempfail; else the reply text goes to the front as LOGIN_FAIL_BACKEND. */
 void login_backend_failed(struct login_session *ls, bool temporary, const char *text);
 

@@ -400,7 +400,7 @@ static void referral_reply(struct imap_front *f, const char *status,
                            const struct route_decision *d, const char *default_reason)
 {
     struct buf url = BUF_INIT;
-    const char *user = d->target.destuser != NULL ? d->target.destuser : login_user(f->ls);
+    const char *user = login_referral_user(f->ls, d);
     imap_referral_url(&url, user, f->mech != NULL ? f->mech : "PLAIN", &d->target);
     stream_printf(login_client(f->ls), "%s %s [REFERRAL %s] %s\r\n", f->tag, status,
                   buf_ptr(&url), d->reason != NULL ? d->reason : default_reason);

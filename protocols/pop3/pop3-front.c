@@ -395,17 +395,25 @@ void pop3_referral_target(struct buf *out, const char *user, const struct route_
         buf_printf(out, ":%u", t->ip.port);
 }
 
+/* "<status> [REFERRAL/user@host[:port]] <reason>": refused (-ERR) or, when a
+ * local backend took the login anyway, logged in (+OK). */
+static void referral_reply(struct pop3_front *f, const char *status,
+                           const struct route_decision *d, const char *default_reason)
+{
+    struct buf line = BUF_INIT;
+    buf_printf(&line, "%s [REFERRAL/", status);
+    pop3_referral_target(&line, login_referral_user(f->ls, d), &d->target);
+    buf_append_str(&line, "] ");
+    reply_text(f, buf_ptr(&line), d->reason != NULL ? d->reason : default_reason);
+    buf_free(&line);
+}
+
 static void front_referral(struct login_session *ls, void *state, const struct route_decision *d)
 {
     struct pop3_front *f = state;
-    struct buf line = BUF_INIT;
-    const char *user = d->target.destuser != NULL ? d->target.destuser : login_user(ls);
+    (void)ls;
     f->waiting = false;
-    buf_append_str(&line, "-ERR [REFERRAL/");
-    pop3_referral_target(&line, user, &d->target);
-    buf_append_str(&line, "] ");
-    reply_text(f, buf_ptr(&line), d->reason != NULL ? d->reason : "Try this server instead.");
-    buf_free(&line);
+    referral_reply(f, "-ERR", d, "Try this server instead.");
 }
 
 /* The backend's "+OK ..." line goes to the client as it is; a login that a
@@ -414,18 +422,10 @@ static void front_logged_in(struct login_session *ls, void *state, const char *b
 {
     struct pop3_front *f = state;
     const struct route_decision *d = login_decision(ls);
-    if (d == NULL || d->kind != ROUTE_REFERRAL) {
+    if (d != NULL && d->kind == ROUTE_REFERRAL)
+        referral_reply(f, "+OK", d, "Logged in, but you should use this server instead.");
+    else
         reply_text(f, "", backend_reply);
-        return;
-    }
-    struct buf line = BUF_INIT;
-    const char *user = d->target.destuser != NULL ? d->target.destuser : login_user(ls);
-    buf_append_str(&line, "+OK [REFERRAL/");
-    pop3_referral_target(&line, user, &d->target);
-    buf_append_str(&line, "] ");
-    reply_text(f, buf_ptr(&line),
-               d->reason != NULL ? d->reason : "Logged in, but you should use this server instead.");
-    buf_free(&line);
 }
 
 /* After STLS: a USER given in plaintext is forgotten (RFC 2595). */

@@ -467,33 +467,36 @@ void submission_referral_target(struct buf *out, const char *user, const struct 
         buf_printf(out, ":%u", t->ip.port);
 }
 
-static void front_referral(struct login_session *ls, void *state, const struct route_decision *d)
+/* "<code> <user>@<host>[:<port>] <reason>": refused (550 5.2.900) or, when a
+ * local backend took the login anyway, logged in (235 2.7.0). */
+static void referral_reply(struct submission_front *f, const char *code,
+                           const struct route_decision *d, const char *default_reason)
 {
-    struct submission_front *f = state;
     struct buf target = BUF_INIT;
-    f->waiting = false;
-    submission_referral_target(&target, login_user(ls), &d->target);
-    const char *reason = d->reason != NULL ? d->reason : "Try this server instead.";
-    reply(f, "550 5.2.900 %s %.*s", buf_ptr(&target), line_len(reason), reason);
+    submission_referral_target(&target, login_referral_user(f->ls, d), &d->target);
+    const char *reason = d->reason != NULL ? d->reason : default_reason;
+    reply(f, "%s %s %.*s", code, buf_ptr(&target), line_len(reason), reason);
     buf_free(&target);
 }
 
+static void front_referral(struct login_session *ls, void *state, const struct route_decision *d)
+{
+    struct submission_front *f = state;
+    (void)ls;
+    f->waiting = false;
+    referral_reply(f, "550 5.2.900", d, "Try this server instead.");
+}
+
 /* The backend's own "235 2.7.0 ..." line; a login that a referral let go
- * on locally names, like the refusal's 550 5.2.900, where to go instead. */
+ * on locally names, like the refusal, where to go instead. */
 static void front_logged_in(struct login_session *ls, void *state, const char *backend_reply)
 {
     struct submission_front *f = state;
     const struct route_decision *d = login_decision(ls);
-    if (d == NULL || d->kind != ROUTE_REFERRAL) {
+    if (d != NULL && d->kind == ROUTE_REFERRAL)
+        referral_reply(f, "235 2.7.0", d, "Logged in, but you should use this server instead.");
+    else
         reply(f, "%s", backend_reply);
-        return;
-    }
-    struct buf target = BUF_INIT;
-    submission_referral_target(&target, login_user(ls), &d->target);
-    const char *reason =
-        d->reason != NULL ? d->reason : "Logged in, but you should use this server instead.";
-    reply(f, "235 2.7.0 %s %.*s", buf_ptr(&target), line_len(reason), reason);
-    buf_free(&target);
 }
 
 /* After STARTTLS the client starts over with EHLO (RFC 3207). */

@@ -631,11 +631,12 @@ def test_referral_log_in_anyway_with_submission_local(start_router, dovecot, add
     the local backend, and the 235 names where the account should go."""
     user = addr("otto")
     dovecot.set_users({user: "pw"})
-    router = start_router({user: ("pw", "host=mx.example.com port=2587")},
+    router = start_router({user: ("pw", "host=mx.example.com port=2587 destuser=o@x.test")},
                           extra_config=f"submission_local = 127.0.0.1:{dovecot.port}")
     c = RawSmtp(router.submission_port)
+    # The local login is the user's own; the referral names the account there.
     assert login_raw(c, user, "pw") == (
-        f"235 2.7.0 {user}@mx.example.com:2587 Logged in, but you should use this server "
+        "235 2.7.0 o@x.test@mx.example.com:2587 Logged in, but you should use this server "
         "instead.")
     assert c.cmd("NOOP").startswith("250")
     c.close()
