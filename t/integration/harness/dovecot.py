@@ -17,6 +17,36 @@ import grp
 
 from .procs import Proc, free_port, port_open, wait_until
 
+# The head of a login backend's config (IMAP, POP3): its own instance and
+# logs, plaintext allowed, logins logged with the fields tests look for, and
+# mailroute trusted. "{protocols}" is filled in here, the rest by the caller.
+LOGIN_BACKEND_HEAD = """\
+instance_name = {name}
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+protocols = {protocols}
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+hostname = {name}.test
+login_greeting = {name} ready.
+login_trusted_networks = 127.0.0.0/8
+login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{{session}}>
+mail_location = maildir:~/Maildir
+mail_log_prefix = "%s(%u)<%{{pid}}><%{{session}}> rip=%{{rip}}: "
+mail_max_userip_connections = 1000
+"""
+
+
+def login_backend_head(protocol):
+    return LOGIN_BACKEND_HEAD.replace("{protocols}", protocol)
+
+
 CONFIG = """\
 instance_name = {name}
 base_dir = {dir}/run

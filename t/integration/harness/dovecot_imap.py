@@ -18,29 +18,10 @@ It is not an LMTP backend: see dovecot.py for that."""
 import imaplib
 import os
 
-from .dovecot import DovecotInstance, write_passwd_file
+from .dovecot import DovecotInstance, login_backend_head, write_passwd_file
 from .procs import wait_until
 
-CONFIG = """\
-instance_name = {name}
-base_dir = {dir}/run
-state_dir = {dir}/state
-log_path = {dir}/dovecot.log
-info_log_path = {dir}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-auth_verbose = yes
-hostname = {name}.test
-login_greeting = {name} ready.
-login_trusted_networks = 127.0.0.0/8
-login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{{session}}>
-mail_location = maildir:~/Maildir
-mail_log_prefix = "%s(%u)<%{{pid}}><%{{session}}> rip=%{{rip}}: "
-mail_max_userip_connections = 1000
+CONFIG = login_backend_head("imap") + """\
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {dir}/masters/%u
